@@ -1,0 +1,40 @@
+# Two entry points, both self-contained on a fresh clone with Python 3.11:
+#   make demo   install, then run the main pipeline (record datasets with the shipped experts, inspect them)
+#   make test   install, then run the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# One torch thread: on a 2-core machine whose other core is busy, 2 threads ran 60x slower.
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: demo test install install-all install-safety
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, from the CPU build; the constraint keeps any later resolution from replacing it.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/rlft info
+	$(BIN)/rlft collect env=hopper run.name=demo-hopper expert.load=hopper-v5-expert expert.load_medium=hopper-v5-medium datasets.steps=20000 $(if $(RESUME),--resume,)
+	$(BIN)/rlft data info runs/demo-hopper/data/hopper-v5-medium.zarr.zip
+	$(BIN)/rlft data info hopper-v5-medium
+
+test: install
+	$(BIN)/python -m pytest
+
+# Every optional part in the same venv (robosuite + LIBERO, safety tasks, GPU physics).
+install-all: install
+	$(BIN)/pip install -q -c constraints.txt -e ".[all]"
+	$(MAKE) install-safety
+
+install-safety: install
+	$(BIN)/pip install -q -c constraints.txt -e ".[safety]"
+	$(BIN)/pip install -q --no-deps bullet-safety-gym==1.4.0

@@ -1,0 +1,163 @@
+"""The ``rlft`` command: one entry point, one subcommand per job.
+
+Jobs that train or record take config overrides (``group=option``, ``key.sub=value``) and write a run
+folder; ``--resume`` continues the run named by ``run.name`` from its newest checkpoint. Every error
+a user can fix prints one line ``rlft: error: ...`` and exits with status 2 (bad config or arguments)
+or 1 (bad data or files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from rlft import __version__
+from rlft.config import CONFIG_DIR, ConfigError, commands, compose, groups, to_yaml
+
+OVERRIDE_HELP = "config overrides: group=option (see `rlft info`) or dotted key.sub=value"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _add_config_command(sub: argparse._SubParsersAction, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=OVERRIDE_HELP)
+    p.add_argument("--resume", action="store_true", help="continue the run folder runs/<run.name> from its newest checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    return p
+
+
+def _start_run(command: str, args: argparse.Namespace):  # -> (cfg, Run) or None when only printing
+    from rlft.runtime.run import Run
+    from rlft.runtime.seeding import set_threads
+
+    cfg = compose(command, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return None
+    set_threads(cfg.threads)
+    return cfg, Run.start(cfg, resume=args.resume)
+
+
+# ---- info ------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from rlft.datasets.store import ASSETS_DIR
+
+    info = {
+        "version": __version__,
+        "config_dir": str(CONFIG_DIR),
+        "commands": commands(),
+        "groups": groups(),
+        "shipped_datasets": sorted(p.name.removesuffix(".zarr.zip") for p in ASSETS_DIR.glob("*.zarr.zip")) if ASSETS_DIR.is_dir() else [],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"rlft {info['version']}  (configs: {info['config_dir']})")
+    print(f"commands with configs: {', '.join(info['commands'])}")
+    print("config groups (choose with group=option):")
+    for g, opts in info["groups"].items():
+        print(f"  {g:<10} {', '.join(opts)}")
+    print(f"shipped datasets: {', '.join(info['shipped_datasets']) or 'none'}")
+    return 0
+
+
+# ---- data ------------------------------------------------------------------------------------
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from rlft.datasets.readers import import_dataset
+
+    store = import_dataset(args.src, args.format, args.out)
+    s = store.summary()
+    print(json.dumps({"path": s["path"], "episodes": s["episodes"], "steps": s["steps"], "keys": s["keys"]}))
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from rlft.datasets.store import EpisodeStore
+
+    s = EpisodeStore(args.path).summary()
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    print(f"{s['path']}: {s['episodes']} episodes, {s['steps']} steps")
+    for k, shape in s["keys"].items():
+        print(f"  {k:<24} {s['dtypes'][k]:<8} {tuple(shape)}")
+    if "return" in s:
+        r = s["return"]
+        print(f"  return: mean {r['mean']:.1f}  std {r['std']:.1f}  min {r['min']:.1f}  max {r['max']:.1f}")
+    if "ref_returns" in s:
+        print(f"  reference returns (normalized score 0 / 100): {s['ref_returns']['random']:.1f} / {s['ref_returns']['expert']:.1f}")
+    return 0
+
+
+# ---- collect ---------------------------------------------------------------------------------
+def cmd_collect(args: argparse.Namespace) -> int:
+    from rlft.datasets.collect import collect
+
+    started = _start_run("collect", args)
+    if started is None:
+        return 0
+    cfg, run = started
+    command = " ".join(["rlft collect", *args.overrides, *(["--resume"] if args.resume else [])])
+    for kind, store in collect(cfg, run, command).items():
+        s = store.summary()
+        print(json.dumps({"dataset": kind, "path": s["path"], "episodes": s["episodes"], "steps": s["steps"], "return_mean": round(s["return"]["mean"], 1)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rlft", description="Train diffusion and flow policies from demonstrations and fine-tune them with RL.")
+    parser.add_argument("--version", action="version", version=f"rlft {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("info", help="list config groups and their options, and shipped datasets", description="List every config group with its options, the commands that take configs, and the shipped datasets.")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("data", help="import and inspect trajectory datasets", description="Import datasets into rlft's zarr episode store and inspect them.")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
+    q = data_sub.add_parser("import", help="import a dataset into the native store", description="Read SRC in the given format and write a native episode store to OUT (.zarr directory or .zarr.zip file).")
+    q.add_argument("src", help="source file or folder")
+    q.add_argument("--format", required=True, choices=["d4rl", "minari", "robomimic", "npz"], help="d4rl HDF5, Minari dataset folder, robomimic/LIBERO HDF5, DPPO npz")
+    q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
+    q.set_defaults(func=cmd_data_import)
+    q = data_sub.add_parser("info", help="summarise a native store", description="Print episodes, steps, keys (per-step shapes), returns and reference returns of a store.")
+    q.add_argument("path", help="store path, or the name of a shipped dataset (e.g. hopper-v5-medium)")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=cmd_data_info)
+
+    p = _add_config_command(sub, "collect", "train (or load) an SB3 expert and record datasets",
+                            "Train a stable-baselines3 SAC expert (or load one with expert.load=...) and record D4RL-style\n"
+                            "expert and medium datasets into runs/<run.name>/data.\n\nexample: rlft collect env=walker2d expert.steps=400000")
+    p.set_defaults(func=cmd_collect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from rlft.datasets.store import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"rlft: error: {e}", file=sys.stderr)
+        return 2
+    except (DatasetError, FileNotFoundError) as e:
+        print(f"rlft: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rlft: interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""Trajectory data: the native episode store, readers of other formats, window sampling, collection.
+
+Import it as ``rlft.datasets``; nothing here is importable as a top-level ``datasets`` module.
+"""
+
+from rlft.datasets.store import DatasetError, EpisodeStore, open_dataset, write_episodes
+
+__all__ = ["DatasetError", "EpisodeStore", "open_dataset", "write_episodes"]

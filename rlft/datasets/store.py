@@ -1,0 +1,223 @@
+"""The native episode store: one zarr group per dataset.
+
+Layout (the diffusion_policy convention, so its zarr files open too)::
+
+    data/<key>          arrays concatenated over all episodes, first axis = step
+    meta/episode_ends   int64 [n_episodes], cumulative end index of each episode
+
+Group attributes hold ``rlft_format``, the ``source``, the ``env_id``, per-key ``stats`` (mean, std,
+min, max over steps; what normalizers need) and any metadata the writer adds (for example reference
+returns for normalized scores). A store is a directory ``*.zarr`` or a single uncompressed zip
+``*.zarr.zip`` (what the project ships); both are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import zarr
+
+from rlft.runtime.io import atomic_write, atomic_write_dir
+
+FORMAT_VERSION = 1
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "data"
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as it is; the message names the file and the problem."""
+
+
+def _compressor() -> Any:
+    return zarr.codecs.BloscCodec(cname="zstd", clevel=7, shuffle="bitshuffle")
+
+
+def key_stats(x: np.ndarray) -> dict[str, list[float]]:
+    """Per-dimension statistics over the step axis: mean, std, min, max (as lists, JSON-ready)."""
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    return {
+        "mean": flat.mean(0).tolist(),
+        "std": flat.std(0).tolist(),
+        "min": flat.min(0).tolist(),
+        "max": flat.max(0).tolist(),
+    }
+
+
+def write_episodes(
+    path: str | Path,
+    data: Mapping[str, np.ndarray],
+    episode_ends: np.ndarray,
+    meta: Mapping[str, Any] | None = None,
+    chunk_steps: int = 65536,
+) -> "EpisodeStore":
+    """Write concatenated episode arrays to a new store at ``path`` (``.zarr`` dir or ``.zarr.zip``).
+
+    ``data[key]`` has shape [total_steps, ...]; ``episode_ends`` is cumulative ([n_episodes]).
+    Statistics for normalizers are computed here for every floating-point key.
+    """
+    path = Path(path)
+    ends = np.asarray(episode_ends, dtype=np.int64)
+    if ends.ndim != 1 or len(ends) == 0 or np.any(np.diff(ends) <= 0) or ends[0] <= 0:
+        raise DatasetError(f"{path}: episode_ends must be a non-empty, strictly increasing list of positive ends")
+    total = int(ends[-1])
+    for key, arr in data.items():
+        if len(arr) != total:
+            raise DatasetError(f"{path}: '{key}' has {len(arr)} steps but episode_ends says {total}")
+    attrs = {
+        "rlft_format": FORMAT_VERSION,
+        "stats": {k: key_stats(np.asarray(v)) for k, v in data.items() if np.issubdtype(np.asarray(v).dtype, np.floating)},
+        **dict(meta or {}),
+    }
+    json.dumps(attrs)  # metadata must be plain JSON
+
+    def fill(folder: Path) -> None:
+        root = zarr.open_group(zarr.storage.LocalStore(folder), mode="w", zarr_format=3, attributes=attrs)
+        for key, arr in data.items():
+            arr = np.ascontiguousarray(arr)
+            chunks = (min(chunk_steps, len(arr)), *arr.shape[1:])
+            root.create_array(f"data/{key}", data=arr, chunks=chunks, compressors=_compressor())
+        root.create_array("meta/episode_ends", data=ends, chunks=(len(ends),), compressors=_compressor())
+
+    if path.name.endswith(".zip"):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "store"
+            folder.mkdir()
+            fill(folder)
+
+            def zip_it(target: Path) -> None:
+                with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:
+                    for f in sorted(folder.rglob("*")):
+                        if f.is_file():
+                            zf.write(f, f.relative_to(folder).as_posix())
+
+            atomic_write(path, zip_it)
+    else:
+        atomic_write_dir(path, fill)
+    return EpisodeStore(path)
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A dataset path as given, or else the name of a dataset shipped with rlft (``hopper-v5-medium``)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    for candidate in (ASSETS_DIR / p.name, ASSETS_DIR / f"{p.name}.zarr.zip"):
+        if candidate.exists():
+            return candidate
+    shipped = sorted(f.name.removesuffix(".zarr.zip") for f in ASSETS_DIR.glob("*.zarr.zip")) if ASSETS_DIR.is_dir() else []
+    raise DatasetError(f"{path}: no such dataset; give a path or one of the shipped datasets: {', '.join(shipped) or 'none'}")
+
+
+class EpisodeStore:
+    """Read access to a native store; arrays are loaded into memory on first use."""
+
+    def __init__(self, path: str | Path):
+        self.path = resolve_path(path)
+        try:
+            store = zarr.storage.ZipStore(self.path, mode="r") if self.path.is_file() else zarr.storage.LocalStore(self.path, read_only=True)
+            self._root = zarr.open_group(store, mode="r")
+        except Exception as e:
+            raise DatasetError(f"{self.path}: not a readable zarr store ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-import or re-collect it") from None
+        if "meta" not in self._root or "episode_ends" not in self._root["meta"]:
+            raise DatasetError(f"{self.path}: missing meta/episode_ends; not an episode store")
+        if "data" not in self._root:
+            raise DatasetError(f"{self.path}: missing the data group; not an episode store")
+        self.meta: dict[str, Any] = dict(self._root.attrs)
+        try:
+            self.episode_ends = np.asarray(self._root["meta/episode_ends"][:], dtype=np.int64)
+        except Exception as e:
+            raise DatasetError(f"{self.path}: meta/episode_ends cannot be read ({type(e).__name__}); the file is damaged") from None
+        if len(self.episode_ends) == 0 or np.any(np.diff(self.episode_ends) <= 0) or self.episode_ends[0] <= 0:
+            raise DatasetError(f"{self.path}: meta/episode_ends is not strictly increasing; the store is damaged")
+        self._arrays = {name: arr for name, arr in _walk_arrays(self._root["data"])}
+        for name, arr in self._arrays.items():
+            if arr.shape[0] != self.n_steps:
+                raise DatasetError(f"{self.path}: data/{name} has {arr.shape[0]} steps but meta/episode_ends says {self.n_steps}")
+        self._cache: dict[str, np.ndarray] = {}
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.episode_ends)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.episode_ends[-1])
+
+    @property
+    def episode_starts(self) -> np.ndarray:
+        return np.concatenate([[0], self.episode_ends[:-1]])
+
+    @property
+    def keys(self) -> dict[str, tuple[int, ...]]:
+        """Each data key and its per-step shape."""
+        return {name: tuple(arr.shape[1:]) for name, arr in self._arrays.items()}
+
+    @property
+    def stats(self) -> dict[str, dict[str, np.ndarray]]:
+        return {k: {s: np.asarray(v, dtype=np.float32) for s, v in d.items()} for k, d in self.meta.get("stats", {}).items()}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._arrays
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._arrays:
+            raise DatasetError(f"{self.path}: no key '{key}'; keys: {', '.join(sorted(self._arrays))}")
+        if key not in self._cache:
+            try:
+                self._cache[key] = np.asarray(self._arrays[key][:])
+            except Exception as e:
+                raise DatasetError(f"{self.path}: data/{key} cannot be read ({type(e).__name__}); the file is truncated or damaged") from None
+        return self._cache[key]
+
+    def episode(self, i: int) -> dict[str, np.ndarray]:
+        start, end = int(self.episode_starts[i]), int(self.episode_ends[i])
+        return {k: self[k][start:end] for k in self._arrays}
+
+    def episode_returns(self) -> np.ndarray:
+        """Sum of rewards per episode, [n_episodes]."""
+        return np.add.reduceat(self["reward"].astype(np.float64), self.episode_starts)
+
+    def normalized_score(self, returns: np.ndarray | float) -> np.ndarray | float:
+        """D4RL normalized score of ``returns`` against this dataset's reference returns (``ref_returns``)."""
+        from rlft.envs.registry import normalized_score
+
+        ref = self.meta.get("ref_returns")
+        if not ref:
+            raise DatasetError(f"{self.path}: no ref_returns in the metadata, so no normalized score; import D4RL files under their D4RL name or collect with rlft")
+        return normalized_score(returns, ref["random"], ref["expert"])
+
+    def summary(self) -> dict[str, Any]:
+        """What ``rlft data info`` prints."""
+        out: dict[str, Any] = {
+            "path": str(self.path),
+            "episodes": self.n_episodes,
+            "steps": self.n_steps,
+            "keys": {k: list(v) for k, v in self.keys.items()},
+            "dtypes": {k: str(a.dtype) for k, a in self._arrays.items()},
+        }
+        lengths = np.diff(np.concatenate([[0], self.episode_ends]))
+        out["episode_length"] = {"mean": float(lengths.mean()), "min": int(lengths.min()), "max": int(lengths.max())}
+        if "reward" in self:
+            r = self.episode_returns()
+            out["return"] = {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()), "max": float(r.max())}
+        for k in ("source", "env_id", "ref_returns", "collection"):
+            if k in self.meta:
+                out[k] = self.meta[k]
+        return out
+
+
+def _walk_arrays(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, arr in sorted(group.arrays()):
+        yield f"{prefix}{name}", arr
+    for name, sub in sorted(group.groups()):
+        yield from _walk_arrays(sub, f"{prefix}{name}/")
+
+
+def open_dataset(path: str | Path) -> EpisodeStore:
+    return EpisodeStore(path)
+
+

@@ -1,0 +1,70 @@
+"""Environment factory: short names -> gymnasium ids, vectorised with gymnasium's vector API."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from rlft.config import CONFIG_DIR, ConfigError
+
+# Short name -> gymnasium id. configs/env/<name>.yaml carries the same id and the reference returns.
+LOCOMOTION = {
+    "hopper": "Hopper-v5",
+    "walker2d": "Walker2d-v5",
+    "halfcheetah": "HalfCheetah-v5",
+    "ant": "Ant-v5",
+}
+
+
+def env_id(name: str) -> str:
+    """Gymnasium id for a short name (``hopper`` -> ``Hopper-v5``); full ids pass through."""
+    if name in LOCOMOTION:
+        return LOCOMOTION[name]
+    if name in gym.registry:
+        return name
+    raise ConfigError(f"unknown env '{name}'; short names: {', '.join(sorted(LOCOMOTION))}, or any registered gymnasium id")
+
+
+def make(name: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
+    """One gymnasium env by short name or id."""
+    env = gym.make(env_id(name), **kwargs)
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def make_vector(name: str, n_envs: int, seed: int | None = None, asynchronous: bool = False,
+                kwargs: Mapping[str, Any] | None = None) -> gym.vector.VectorEnv:
+    """``n_envs`` copies stepped together by gymnasium's sync or async vector env.
+
+    Autoreset is SAME_STEP: a finished sub-env is reset inside ``step`` and its last observation is
+    in ``info["final_obs"]``, which bootstrapping on truncation needs.
+    """
+    env = gym.make_vec(
+        env_id(name), num_envs=n_envs,
+        vectorization_mode="async" if asynchronous else "sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        **dict(kwargs or {}),
+    )
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def normalized_score(returns: np.ndarray | float, random_return: float, expert_return: float) -> np.ndarray | float:
+    """D4RL normalized score: 100 * (R - R_random) / (R_expert - R_random)."""
+    return 100.0 * (np.asarray(returns, dtype=np.float64) - random_return) / (expert_return - random_return)
+
+
+def env_config(name: str) -> DictConfig:
+    """``configs/env/<name>.yaml`` (gymnasium id, episode limit, D4RL reference returns)."""
+    path = CONFIG_DIR / "env" / f"{name}.yaml"
+    if not path.is_file():
+        choices = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise ConfigError(f"unknown env '{name}'; choose one of: {choices}")
+    return OmegaConf.load(path)

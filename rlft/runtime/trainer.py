@@ -1,0 +1,58 @@
+"""The step loop every gradient-based trainer uses: logging, checkpoints, exact resume, progress bar.
+
+An algorithm supplies ``update(step) -> metrics`` (one optimisation step) and the state to save;
+:func:`fit` owns everything around it, so no algorithm re-implements logging or checkpointing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rlft.runtime.run import Run
+
+
+def fit(
+    run: Run,
+    update: Callable[[int], Mapping[str, float]],
+    total_steps: int,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, Any] | None = None,
+    generators: dict[str, np.random.Generator] | None = None,
+    log_every: int = 100,
+    checkpoint_every: int = 1000,
+    desc: str = "train",
+) -> int:
+    """Run ``update`` for steps 1..total_steps, resuming after the newest checkpoint if ``run.resume``.
+
+    ``optimizers`` holds anything with ``state_dict``/``load_state_dict`` (optimizers, LR schedulers).
+    Metrics are averaged over each ``log_every`` window and logged at its last step. Returns the
+    number of the last step run.
+    """
+    if checkpoint_every % log_every:
+        raise ValueError(f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every ({log_every}) for exact resume")
+    start = 0
+    if run.resume:
+        ckpt = run.load_checkpoint(modules, optimizers, generators)
+        start = ckpt.step if ckpt else 0
+    metrics = run.open_metrics(resume_step=start if run.resume else None)
+    window: dict[str, list[float]] = {}
+    try:
+        with tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=None) as bar:
+            for step in range(start + 1, total_steps + 1):
+                for k, v in update(step).items():
+                    window.setdefault(k, []).append(float(v))
+                if step % log_every == 0 or step == total_steps:
+                    means = {k: float(np.mean(v)) for k, v in window.items()}
+                    metrics.log(step, means)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
+                    window.clear()
+                if step % checkpoint_every == 0 or step == total_steps:
+                    run.save_checkpoint(step, modules, optimizers, generators)
+                bar.update(1)
+    finally:
+        metrics.close()
+    return total_steps

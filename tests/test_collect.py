@@ -1,0 +1,56 @@
+"""Collection on a tiny budget: SB3 SAC trains, snapshots are evaluated, datasets are recorded."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rlft.cli import main
+from rlft.datasets.collect import ExpertPolicy, record
+from rlft.datasets.store import EpisodeStore
+from rlft.runtime.run import read_metrics
+
+TINY = ["expert.steps=600", "expert.learning_starts=200", "expert.snapshot_every=200", "expert.checkpoint_every=400",
+        "expert.eval_episodes=1", "expert.net_arch=[32,32]", "datasets.steps=300", "datasets.n_envs=4", "datasets.random_episodes=3"]
+
+
+def test_collect_tiny_budget(tmp_path, capsys):
+    args = ["collect", "env=hopper", f"run.dir={tmp_path}", "run.name=c", *TINY]
+    assert main(args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["dataset"] for line in lines] == ["expert", "medium"]
+    run = tmp_path / "c"
+    assert [m["step"] for m in read_metrics(run)] == [200, 400, 600]
+    assert (run / "config.yaml").exists() and (run / "checkpoints" / "sb3_model.zip").exists()
+    refs = []
+    for kind in ("expert", "medium"):
+        store = EpisodeStore(run / "data" / f"hopper-v5-{kind}.zarr.zip")
+        assert store.n_steps >= 300 and store.keys == {"obs": (11,), "action": (3,), "reward": (), "terminated": (), "truncated": ()}
+        ends = store.episode_ends - 1
+        assert np.all(store["terminated"][ends] | store["truncated"][ends])  # every episode ends with a flag
+        assert not np.any((store["terminated"] | store["truncated"])[np.setdiff1d(np.arange(store.n_steps), ends)])
+        refs.append(store.meta["ref_returns"])
+        assert store.meta["collection"]["policy_step"] in (200, 400, 600)
+    assert refs[0] == refs[1] and set(refs[0]) == {"random", "expert"}  # one reference for both datasets
+    expert_data = EpisodeStore(run / "data" / "hopper-v5-expert.zarr.zip")
+    complete = ~expert_data["truncated"][expert_data.episode_ends - 1]
+    returns = expert_data.episode_returns()
+    assert refs[0]["expert"] == pytest.approx(returns[complete].mean() if complete.any() else returns.mean())
+    assert expert_data.meta["collection"]["command"].startswith("rlft collect env=hopper")
+    # A second start without --resume refuses to overwrite; with --resume it finishes from the checkpoint.
+    assert main(args) == 2
+    assert main([*args, "--resume"]) == 0
+
+
+def test_expert_round_trip_and_record(tmp_path):
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    model = SAC("MlpPolicy", gym.make("Hopper-v5"), policy_kwargs={"net_arch": [16, 16]}, seed=0, device="cpu")
+    expert = ExpertPolicy.from_sb3(model, {"step": 0})
+    expert.save(tmp_path / "e")
+    again = ExpertPolicy.load(tmp_path / "e")
+    obs = np.random.default_rng(0).normal(size=(5, 11)).astype(np.float32)
+    np.testing.assert_array_equal(expert.act(obs, True), again.act(obs, True))
+    data, ends = record(lambda o: again.act(o, True), "hopper", steps=50, n_envs=2, seed=0)
+    assert ends[-1] == len(data["obs"]) == 50

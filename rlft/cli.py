@@ -12,7 +12,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
+
+from omegaconf import DictConfig
 
 from rlft import __version__
 from rlft.config import CONFIG_DIR, ConfigError, commands, compose, groups, to_yaml
@@ -36,11 +38,14 @@ def _add_config_command(sub: argparse._SubParsersAction, name: str, help: str, d
     return p
 
 
-def _start_run(command: str, args: argparse.Namespace):  # -> (cfg, Run) or None when only printing
+def _start_run(command: str, args: argparse.Namespace, validate: Callable[[DictConfig], None] | None = None) -> tuple[DictConfig, Any] | None:
+    """Compose the config, check it, open the run folder; None when only printing the config."""
     from rlft.runtime.run import Run
     from rlft.runtime.seeding import set_threads
 
     cfg = compose(command, args.overrides)
+    if validate is not None:
+        validate(cfg)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return None
@@ -101,9 +106,9 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 # ---- collect ---------------------------------------------------------------------------------
 def cmd_collect(args: argparse.Namespace) -> int:
-    from rlft.datasets.collect import collect
+    from rlft.datasets.collect import collect, validate
 
-    started = _start_run("collect", args)
+    started = _start_run("collect", args, validate)
     if started is None:
         return 0
     cfg, run = started

@@ -18,8 +18,8 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 _PKG = Path(__file__).resolve().parent
-# A source checkout keeps configs/ at the repository root; the wheel ships the same folder as rlft/configs.
-CONFIG_DIR = _PKG.parent / "configs" if (_PKG.parent / "configs").is_dir() else _PKG / "configs"
+# The wheel ships configs/ as rlft/configs; a source checkout keeps it at the repository root.
+CONFIG_DIR = _PKG / "configs" if (_PKG / "configs").is_dir() else _PKG.parent / "configs"
 
 
 class ConfigError(ValueError):

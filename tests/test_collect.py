@@ -15,10 +15,10 @@ TINY = ["expert.steps=600", "expert.learning_starts=200", "expert.snapshot_every
 
 
 def test_collect_tiny_budget(tmp_path, capsys):
-    args = ["collect", "env=hopper", f"run.dir={tmp_path}", "run.name=c", *TINY]
+    args = ["collect", "env=hopper", f"run.dir={tmp_path}", "run.name=c", "datasets.kinds=[expert,medium,medium-replay]", *TINY]
     assert main(args) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [line["dataset"] for line in lines] == ["expert", "medium"]
+    assert [line["dataset"] for line in lines] == ["expert", "medium", "medium-replay"]
     run = tmp_path / "c"
     assert [m["step"] for m in read_metrics(run)] == [200, 400, 600]
     assert (run / "config.yaml").exists() and (run / "checkpoints" / "sb3_model.zip").exists()
@@ -37,6 +37,11 @@ def test_collect_tiny_budget(tmp_path, capsys):
     returns = expert_data.episode_returns()
     assert refs[0]["expert"] == pytest.approx(returns[complete].mean() if complete.any() else returns.mean())
     assert expert_data.meta["collection"]["command"].startswith("rlft collect env=hopper")
+    replay = EpisodeStore(run / "data" / "hopper-v5-medium-replay.zarr.zip")
+    medium_step = replay.meta["collection"]["policy_step"]
+    assert replay.n_steps == medium_step and replay["action"].min() >= -1 and replay["action"].max() <= 1
+    ends = replay.episode_ends - 1
+    assert np.all(replay["terminated"][ends] | replay["truncated"][ends])
     # A second start without --resume refuses to overwrite; with --resume it finishes from the checkpoint.
     assert main(args) == 2
     assert main([*args, "--resume"]) == 0
@@ -54,3 +59,10 @@ def test_expert_round_trip_and_record(tmp_path):
     np.testing.assert_array_equal(expert.act(obs, True), again.act(obs, True))
     data, ends = record(lambda o: again.act(o, True), "hopper", steps=50, n_envs=2, seed=0)
     assert ends[-1] == len(data["obs"]) == 50
+
+
+def test_collect_rejects_bad_kinds_before_training(tmp_path, capsys):
+    assert main(["collect", f"run.dir={tmp_path}", "datasets.kinds=[expert,great]", *TINY]) == 2
+    assert "unknown kind 'great'" in capsys.readouterr().err
+    assert not (tmp_path / "collect-hopper").exists()  # nothing written for a config that cannot run
+    assert main(["collect", f"run.dir={tmp_path}", "run.name=l", "expert.load=hopper-v5-expert"]) == 2

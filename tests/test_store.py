@@ -91,3 +91,16 @@ def test_normalized_score_uses_stored_references(tmp_path):
     bare = write_episodes(tmp_path / "b.zarr", data, ends)
     with pytest.raises(DatasetError, match="no ref_returns"):
         bare.normalized_score(1.0)
+
+
+def test_opens_diffusion_policy_zarr_v2_layout(tmp_path):
+    """Diffusion Policy's replay buffers (zarr v2: data/<key>, meta/episode_ends) open as they are."""
+    import zarr
+
+    root = zarr.open_group(str(tmp_path / "pusht.zarr"), mode="w", zarr_format=2)
+    root.create_array("data/state", data=np.arange(14, dtype=np.float32).reshape(7, 2))
+    root.create_array("data/action", data=np.zeros((7, 2), np.float32))
+    root.create_array("meta/episode_ends", data=np.array([3, 7]))
+    store = EpisodeStore(tmp_path / "pusht.zarr")
+    assert store.n_episodes == 2 and store.keys["state"] == (2,)
+    np.testing.assert_array_equal(store.episode(1)["state"][:, 0], [6, 8, 10, 12])

@@ -10,8 +10,9 @@
    ``medium_fraction`` of the expert's is the medium policy (as D4RL's "medium": an early-stopped SAC).
 3. datasets: each policy acts stochastically (SAC's sampled actions, as in D4RL) in ``n_envs`` envs
    until ``steps`` transitions are recorded; episodes still running then end with ``truncated``.
+   ``medium-replay`` (optional) is the SAC replay buffer up to the medium snapshot, as in D4RL.
    Reference returns for normalized scores are measured: uniform-random actions, and the expert
-   dataset's mean episode return.
+   dataset's mean episode return (complete episodes).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from rlft.config import ConfigError
 from rlft.datasets.store import ASSETS_DIR, EpisodeStore, write_episodes
 from rlft.envs.registry import env_id as to_env_id
 from rlft.runtime.io import atomic_write, atomic_write_json
@@ -183,10 +185,14 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
                 recent = [e["r"] for e in self.model.ep_info_buffer]
                 metrics.log(step, {"expert/eval_return": returns.mean(), **({"expert/train_return": np.mean(recent)} if recent else {})})
                 bar.set_postfix(eval_return=f"{returns.mean():.0f}")
+            return True
+
+        def _on_rollout_end(self) -> None:
+            # after SB3 stored the step's transition, so the saved buffer holds every step counted
+            step = self.num_timesteps
             if step % int(ex.checkpoint_every) == 0 or step == int(ex.steps):
                 atomic_write(model_path, lambda p: self.model.save(p))
                 atomic_write(buffer_path, lambda p: self.model.save_replay_buffer(p))
-            return True
 
     if start < int(ex.steps):
         model.learn(total_timesteps=int(ex.steps) - start, callback=Snapshots(), reset_num_timesteps=False)
@@ -205,12 +211,49 @@ def pick_medium(snap_dir: Path, expert_return: float, fraction: float) -> Expert
     return ExpertPolicy.load(path.with_suffix(""))
 
 
+KINDS = ("expert", "medium", "medium-replay")
+
+
+def replay_data(buffer_path: Path, until_step: int, action_space: gym.spaces.Box) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """D4RL-style medium-replay: the SAC replay buffer from the first step up to the medium snapshot."""
+    from stable_baselines3.common.save_util import load_from_pkl
+
+    buf = load_from_pkl(buffer_path)  # written by this run's own training
+    n = min(int(until_step), buf.buffer_size if buf.full else buf.pos)
+    scaled = buf.actions[:n, 0].astype(np.float32)  # SB3 stores SAC actions scaled to [-1, 1]
+    action = action_space.low + (scaled + 1.0) * 0.5 * (action_space.high - action_space.low)
+    timeouts = buf.timeouts[:n, 0].astype(bool)
+    terminated = buf.dones[:n, 0].astype(bool) & ~timeouts
+    truncated = timeouts.copy()
+    truncated[-1] |= not terminated[-1]
+    data = {"obs": buf.observations[:n, 0].astype(np.float32), "action": action.astype(np.float32),
+            "reward": buf.rewards[:n, 0].astype(np.float32), "terminated": terminated, "truncated": truncated}
+    return data, np.flatnonzero(terminated | truncated) + 1
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse a collect config that cannot run, before anything is written."""
+    kinds = list(cfg.datasets.kinds)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ConfigError(f"datasets.kinds: unknown kind '{unknown[0]}'; choose from {', '.join(KINDS)}")
+    if cfg.expert.load:
+        if "medium" in kinds and not cfg.expert.load_medium:
+            raise ConfigError("datasets.kinds has 'medium' but expert.load_medium is not set; give it or drop 'medium'")
+        if "medium-replay" in kinds:
+            raise ConfigError("datasets.kinds: 'medium-replay' needs the replay buffer of a training run; drop expert.load")
+    elif int(cfg.expert.steps) < int(cfg.expert.snapshot_every):
+        raise ConfigError(f"expert.steps ({cfg.expert.steps}) must be at least expert.snapshot_every ({cfg.expert.snapshot_every})")
+
+
 def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeStore]:
-    """All three stages; returns the written datasets by kind (``expert``, ``medium``).
+    """All three stages; returns the written datasets by kind (``expert``, ``medium``, ``medium-replay``).
 
     ``command`` (the command line that started the run) is recorded in each dataset's metadata.
     """
+    validate(cfg)
     name = cfg.env.name
+    kinds = list(cfg.datasets.kinds)
     if cfg.expert.load:
         expert = ExpertPolicy.load(cfg.expert.load)
         medium = ExpertPolicy.load(cfg.expert.load_medium) if cfg.expert.load_medium else None
@@ -219,11 +262,11 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
         medium = None
     expert.save(run.folder / "expert" / "expert")
     expert_return = float(expert.info.get("return_mean") or evaluate(lambda o: expert.act(o, True), name, int(cfg.expert.eval_episodes), int(cfg.seed) + 10_000).mean())
-    if medium is None and "medium" in cfg.datasets.kinds:
+    if medium is None and {"medium", "medium-replay"} & set(kinds):
         medium = pick_medium(run.folder / "expert" / "snapshots", expert_return, float(cfg.datasets.medium_fraction))
     if medium is not None:
         medium.save(run.folder / "expert" / "medium")
-    policies = {"expert": expert, "medium": medium}
+    policies = {"expert": expert, "medium": medium, "medium-replay": medium}
 
     rng = np.random.default_rng(int(cfg.seed))
     act_space = gym.make(to_env_id(name)).action_space
@@ -231,10 +274,11 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
     random_return = float(evaluate(random_policy, name, int(cfg.datasets.random_episodes), int(cfg.seed) + 20_000).mean())
 
     recorded: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}
-    for i, kind in enumerate(cfg.datasets.kinds):
-        if kind not in policies or policies[kind] is None:
-            raise ValueError(f"datasets.kinds: unknown kind '{kind}'; choose from expert, medium")
+    for i, kind in enumerate(kinds):
         pol = policies[kind]
+        if kind == "medium-replay":
+            recorded[kind] = replay_data(run.ckpt_dir / "sb3_replay.pkl", pol.info["step"], act_space)
+            continue
         torch.manual_seed(int(cfg.seed) + i)
         recorded[kind] = record(lambda o, p=pol: p.act(o, deterministic=False), name, int(cfg.datasets.steps), int(cfg.datasets.n_envs), int(cfg.seed) + 1000 * (i + 1), desc=f"{kind} data")
     if "expert" in recorded:
@@ -251,6 +295,7 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
     versions = {"gymnasium": gym.__version__, "mujoco": __import__("mujoco").__version__, "stable_baselines3": __import__("stable_baselines3").__version__}
     for kind, (data, ends) in recorded.items():
         pol = policies[kind]
+        how = "replay buffer of SB3 SAC up to the medium snapshot" if kind == "medium-replay" else f"SB3 SAC actor ({kind}), sampled actions"
         meta = {
             "source": "rlft collect",
             "env_id": to_env_id(name),
@@ -258,8 +303,8 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
             "kind": kind,
             "ref_returns": {"random": random_return, "expert": expert_data_return},
             "collection": {
-                "policy": f"SB3 SAC actor, {kind}", "policy_step": pol.info.get("step"), "policy_eval_return": pol.info.get("return_mean"),
-                "stochastic_actions": True, "command": command, "seed": int(cfg.seed), "n_envs": int(cfg.datasets.n_envs), "versions": versions,
+                "policy": how, "policy_step": pol.info.get("step"), "policy_eval_return": pol.info.get("return_mean"),
+                "command": command, "seed": int(cfg.seed), "n_envs": int(cfg.datasets.n_envs), "versions": versions,
             },
         }
         path = Path(cfg.out) / f"{to_env_id(name).lower()}-{kind}.zarr.zip"

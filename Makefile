@@ -14,7 +14,6 @@ $(BIN)/python:
 
 # torch first, from the CPU build; the constraint keeps any later resolution from replacing it.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 	touch $@
@@ -23,7 +22,8 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/rlft info
-	$(BIN)/rlft collect env=hopper run.name=demo-hopper expert.load=hopper-v5-expert expert.load_medium=hopper-v5-medium datasets.steps=20000 $(if $(RESUME),--resume,)
+	rm -rf runs/demo-hopper
+	$(BIN)/rlft collect env=hopper run.name=demo-hopper expert.load=hopper-v5-expert expert.load_medium=hopper-v5-medium datasets.steps=20000
 	$(BIN)/rlft data info runs/demo-hopper/data/hopper-v5-medium.zarr.zip
 	$(BIN)/rlft data info hopper-v5-medium
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig
@@ -124,25 +123,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rlft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("info", help="list config groups and their options, and shipped datasets", description="List every config group with its options, the commands that take configs, and the shipped datasets.")
+    p = sub.add_parser(
+        "info",
+        help="list config groups and their options, and shipped datasets",
+        description="List every config group with its options, the commands that take configs, and the shipped datasets.",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("data", help="import and inspect trajectory datasets", description="Import datasets into rlft's zarr episode store and inspect them.")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
-    q = data_sub.add_parser("import", help="import a dataset into the native store", description="Read SRC in the given format and write a native episode store to OUT (.zarr directory or .zarr.zip file).")
+    q = data_sub.add_parser(
+        "import",
+        help="import a dataset into the native store",
+        description="Read SRC in the given format and write a native episode store to OUT (.zarr directory or .zarr.zip file).",
+    )
     q.add_argument("src", help="source file or folder")
-    q.add_argument("--format", required=True, choices=["d4rl", "minari", "robomimic", "npz"], help="d4rl HDF5, Minari dataset folder, robomimic/LIBERO HDF5, DPPO npz")
+    q.add_argument(
+        "--format", required=True, choices=["d4rl", "minari", "robomimic", "npz"], help="d4rl HDF5, Minari dataset folder, robomimic/LIBERO HDF5, DPPO npz"
+    )
     q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
     q.set_defaults(func=cmd_data_import)
-    q = data_sub.add_parser("info", help="summarise a native store", description="Print episodes, steps, keys (per-step shapes), returns and reference returns of a store.")
+    q = data_sub.add_parser(
+        "info", help="summarise a native store", description="Print episodes, steps, keys (per-step shapes), returns and reference returns of a store."
+    )
     q.add_argument("path", help="store path, or the name of a shipped dataset (e.g. hopper-v5-medium)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_data_info)
 
-    p = _add_config_command(sub, "collect", "train (or load) an SB3 expert and record datasets",
-                            "Train a stable-baselines3 SAC expert (or load one with expert.load=...) and record D4RL-style\n"
-                            "expert and medium datasets into runs/<run.name>/data.\n\nexample: rlft collect env=walker2d expert.steps=400000")
+    p = _add_config_command(
+        sub,
+        "collect",
+        "train (or load) an SB3 expert and record datasets",
+        "Train a stable-baselines3 SAC expert (or load one with expert.load=...) and record D4RL-style\n"
+        "expert and medium datasets into runs/<run.name>/data.\n\nexample: rlft collect env=walker2d expert.steps=400000",
+    )
     p.set_defaults(func=cmd_collect)
     return parser
 

@@ -28,11 +28,7 @@ class ConfigError(ValueError):
 
 def groups(config_dir: Path = CONFIG_DIR) -> dict[str, list[str]]:
     """Every config group and its options, sorted: ``{"env": ["ant", "halfcheetah", ...], ...}``."""
-    return {
-        d.name: sorted(p.stem for p in d.glob("*.yaml"))
-        for d in sorted(config_dir.iterdir())
-        if d.is_dir() and not d.name.startswith((".", "_"))
-    }
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(config_dir.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))}
 
 
 def commands(config_dir: Path = CONFIG_DIR) -> list[str]:
@@ -106,10 +102,7 @@ def compose(command: str, overrides: Iterable[str] = (), config_dir: Path = CONF
             raise ConfigError(f"'{item}': the key before '=' is empty")
         if "." not in key and key in all_groups:
             if text not in all_groups[key]:
-                raise ConfigError(
-                    f"unknown option '{text}' for group '{key}'{_suggest(text, all_groups[key])}; "
-                    f"choose one of: {_choices(all_groups[key])}"
-                )
+                raise ConfigError(f"unknown option '{text}' for group '{key}'{_suggest(text, all_groups[key])}; choose one of: {_choices(all_groups[key])}")
             chosen[key] = text
         else:
             values.append((key, _parse_value(text)))

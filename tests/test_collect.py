@@ -10,8 +10,17 @@ from rlft.datasets.collect import ExpertPolicy, record
 from rlft.datasets.store import EpisodeStore
 from rlft.runtime.run import read_metrics
 
-TINY = ["expert.steps=600", "expert.learning_starts=200", "expert.snapshot_every=200", "expert.checkpoint_every=400",
-        "expert.eval_episodes=1", "expert.net_arch=[32,32]", "datasets.steps=300", "datasets.n_envs=4", "datasets.random_episodes=3"]
+TINY = [
+    "expert.steps=600",
+    "expert.learning_starts=200",
+    "expert.snapshot_every=200",
+    "expert.checkpoint_every=400",
+    "expert.eval_episodes=1",
+    "expert.net_arch=[32,32]",
+    "datasets.steps=300",
+    "datasets.n_envs=4",
+    "datasets.random_episodes=3",
+]
 
 
 def test_collect_tiny_budget(tmp_path, capsys):

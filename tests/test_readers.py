@@ -61,8 +61,8 @@ def test_truncated_hdf5_names_the_file(tmp_path, capsys):
 
 
 def test_minari_written_by_minari(tmp_path, monkeypatch):
-    import minari
     import gymnasium as gym
+    import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))

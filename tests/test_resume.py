@@ -1,6 +1,5 @@
 """Exact resume: an interrupted run continued with --resume logs the same metrics as an uninterrupted one."""
 
-import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -53,6 +52,8 @@ def test_resume_reproduces_metrics_exactly(tmp_path):
         train(tmp_path, "broken", stop_at=37)
     logged = read_metrics(tmp_path / "runs" / "broken")
     assert logged[-1]["step"] == 35  # metrics past the last checkpoint (30) were written before the crash
+    with open(tmp_path / "runs" / "broken" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 40, "lo')  # a line cut short by the crash
     resumed = train(tmp_path, "broken", resume=True)
     assert read_metrics(resumed.folder) == read_metrics(straight.folder)
     assert len(read_metrics(straight.folder)) == 12

@@ -68,11 +68,18 @@ class ExpertPolicy:
         weights = {k: v.contiguous() for k, v in self.policy.actor.state_dict().items()}
         atomic_write(path.with_suffix(".safetensors"), lambda p: save_file(weights, str(p)))
         obs_space, act_space = self.policy.observation_space, self.policy.action_space
-        atomic_write_json(path.with_suffix(".json"), {
-            "algo": "sac", "net_arch": self.net_arch, "info": self.info,
-            "obs_low": obs_space.low.tolist(), "obs_high": obs_space.high.tolist(),
-            "act_low": act_space.low.tolist(), "act_high": act_space.high.tolist(),
-        })
+        atomic_write_json(
+            path.with_suffix(".json"),
+            {
+                "algo": "sac",
+                "net_arch": self.net_arch,
+                "info": self.info,
+                "obs_low": obs_space.low.tolist(),
+                "obs_high": obs_space.high.tolist(),
+                "act_low": act_space.low.tolist(),
+                "act_high": act_space.high.tolist(),
+            },
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> "ExpertPolicy":
@@ -165,9 +172,18 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
         start = model.num_timesteps
     else:
         model = SAC(
-            "MlpPolicy", env, learning_rate=ex.learning_rate, buffer_size=int(ex.steps), learning_starts=int(ex.learning_starts),
-            batch_size=int(ex.batch_size), gamma=ex.gamma, tau=ex.tau, policy_kwargs={"net_arch": list(ex.net_arch)},
-            seed=int(cfg.seed), device="cpu", verbose=0,
+            "MlpPolicy",
+            env,
+            learning_rate=ex.learning_rate,
+            buffer_size=int(ex.steps),
+            learning_starts=int(ex.learning_starts),
+            batch_size=int(ex.batch_size),
+            gamma=ex.gamma,
+            tau=ex.tau,
+            policy_kwargs={"net_arch": list(ex.net_arch)},
+            seed=int(cfg.seed),
+            device="cpu",
+            verbose=0,
         )
         start = 0
     metrics = run.open_metrics(resume_step=start if run.resume else None)
@@ -226,8 +242,13 @@ def replay_data(buffer_path: Path, until_step: int, action_space: gym.spaces.Box
     terminated = buf.dones[:n, 0].astype(bool) & ~timeouts
     truncated = timeouts.copy()
     truncated[-1] |= not terminated[-1]
-    data = {"obs": buf.observations[:n, 0].astype(np.float32), "action": action.astype(np.float32),
-            "reward": buf.rewards[:n, 0].astype(np.float32), "terminated": terminated, "truncated": truncated}
+    data = {
+        "obs": buf.observations[:n, 0].astype(np.float32),
+        "action": action.astype(np.float32),
+        "reward": buf.rewards[:n, 0].astype(np.float32),
+        "terminated": terminated,
+        "truncated": truncated,
+    }
     return data, np.flatnonzero(terminated | truncated) + 1
 
 
@@ -261,7 +282,9 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
         expert = train_expert(cfg, run)
         medium = None
     expert.save(run.folder / "expert" / "expert")
-    expert_return = float(expert.info.get("return_mean") or evaluate(lambda o: expert.act(o, True), name, int(cfg.expert.eval_episodes), int(cfg.seed) + 10_000).mean())
+    expert_return = float(
+        expert.info.get("return_mean") or evaluate(lambda o: expert.act(o, True), name, int(cfg.expert.eval_episodes), int(cfg.seed) + 10_000).mean()
+    )
     if medium is None and {"medium", "medium-replay"} & set(kinds):
         medium = pick_medium(run.folder / "expert" / "snapshots", expert_return, float(cfg.datasets.medium_fraction))
     if medium is not None:
@@ -280,7 +303,14 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
             recorded[kind] = replay_data(run.ckpt_dir / "sb3_replay.pkl", pol.info["step"], act_space)
             continue
         torch.manual_seed(int(cfg.seed) + i)
-        recorded[kind] = record(lambda o, p=pol: p.act(o, deterministic=False), name, int(cfg.datasets.steps), int(cfg.datasets.n_envs), int(cfg.seed) + 1000 * (i + 1), desc=f"{kind} data")
+        recorded[kind] = record(
+            lambda o, p=pol: p.act(o, deterministic=False),
+            name,
+            int(cfg.datasets.steps),
+            int(cfg.datasets.n_envs),
+            int(cfg.seed) + 1000 * (i + 1),
+            desc=f"{kind} data",
+        )
     if "expert" in recorded:
         data, ends = recorded["expert"]
         starts = np.concatenate([[0], ends[:-1]])
@@ -303,8 +333,13 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
             "kind": kind,
             "ref_returns": {"random": random_return, "expert": expert_data_return},
             "collection": {
-                "policy": how, "policy_step": pol.info.get("step"), "policy_eval_return": pol.info.get("return_mean"),
-                "command": command, "seed": int(cfg.seed), "n_envs": int(cfg.datasets.n_envs), "versions": versions,
+                "policy": how,
+                "policy_step": pol.info.get("step"),
+                "policy_eval_return": pol.info.get("return_mean"),
+                "command": command,
+                "seed": int(cfg.seed),
+                "n_envs": int(cfg.datasets.n_envs),
+                "versions": versions,
             },
         }
         path = Path(cfg.out) / f"{to_env_id(name).lower()}-{kind}.zarr.zip"

@@ -121,7 +121,9 @@ class EpisodeStore:
             store = zarr.storage.ZipStore(self.path, mode="r") if self.path.is_file() else zarr.storage.LocalStore(self.path, read_only=True)
             self._root = zarr.open_group(store, mode="r")
         except Exception as e:
-            raise DatasetError(f"{self.path}: not a readable zarr store ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-import or re-collect it") from None
+            raise DatasetError(
+                f"{self.path}: not a readable zarr store ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-import or re-collect it"
+            ) from None
         if "meta" not in self._root or "episode_ends" not in self._root["meta"]:
             raise DatasetError(f"{self.path}: missing meta/episode_ends; not an episode store")
         if "data" not in self._root:
@@ -187,7 +189,9 @@ class EpisodeStore:
 
         ref = self.meta.get("ref_returns")
         if not ref:
-            raise DatasetError(f"{self.path}: no ref_returns in the metadata, so no normalized score; import D4RL files under their D4RL name or collect with rlft")
+            raise DatasetError(
+                f"{self.path}: no ref_returns in the metadata, so no normalized score; import D4RL files under their D4RL name or collect with rlft"
+            )
         return normalized_score(returns, ref["random"], ref["expert"])
 
     def summary(self) -> dict[str, Any]:
@@ -219,5 +223,3 @@ def _walk_arrays(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 def open_dataset(path: str | Path) -> EpisodeStore:
     return EpisodeStore(path)
-
-

@@ -37,15 +37,15 @@ def make(name: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
     return env
 
 
-def make_vector(name: str, n_envs: int, seed: int | None = None, asynchronous: bool = False,
-                kwargs: Mapping[str, Any] | None = None) -> gym.vector.VectorEnv:
+def make_vector(name: str, n_envs: int, seed: int | None = None, asynchronous: bool = False, kwargs: Mapping[str, Any] | None = None) -> gym.vector.VectorEnv:
     """``n_envs`` copies stepped together by gymnasium's sync or async vector env.
 
     Autoreset is SAME_STEP: a finished sub-env is reset inside ``step`` and its last observation is
     in ``info["final_obs"]``, which bootstrapping on truncation needs.
     """
     env = gym.make_vec(
-        env_id(name), num_envs=n_envs,
+        env_id(name),
+        num_envs=n_envs,
         vectorization_mode="async" if asynchronous else "sync",
         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
         **dict(kwargs or {}),

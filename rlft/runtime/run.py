@@ -49,8 +49,8 @@ class MetricsLogger:
 
         self.path = folder / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= resume_step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+            kept = [row for row in read_metrics(folder) if row["step"] <= resume_step]
+            atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         self._file = open(self.path, "a")
         self._tb = SummaryWriter(str(folder), purge_step=None if resume_step is None else resume_step + 1)
 
@@ -67,8 +67,15 @@ class MetricsLogger:
 
 
 def read_metrics(folder: str | Path) -> list[dict[str, float]]:
+    """The rows of ``metrics.jsonl``; a last line cut short by a crash is skipped."""
     path = Path(folder) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 class Run:
@@ -112,7 +119,7 @@ class Run:
         if not self.ckpt_dir.is_dir():
             return []
         found = [p for p in self.ckpt_dir.glob(f"{CKPT_PREFIX}*") if p.is_dir() and (p / "state.json").exists()]
-        return sorted(found, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
+        return sorted(found, key=lambda p: int(p.name[len(CKPT_PREFIX) :]))
 
     def save_checkpoint(
         self,
@@ -165,7 +172,7 @@ def load_weights(path: Path, modules: Mapping[str, torch.nn.Module]) -> None:
     tensors = load_file(str(path))
     for name, m in modules.items():
         prefix = f"{name}."
-        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         missing = set(m.state_dict()) - set(sd)
         if missing:
             raise ValueError(f"{path}: no weights for {name}.{sorted(missing)[0]} (and {len(missing) - 1} more); wrong checkpoint for this model")

@@ -13,7 +13,7 @@ from rlft.datasets.store import DatasetError, EpisodeStore
 
 
 def write_d4rl(path, n=25, cut=None):
-    """The exact D4RL layout: flat arrays + infos/* + metadata attrs; episodes end at 7 (terminal), 17 (timeout)."""
+    """The exact D4RL layout: flat arrays + infos/* + metadata/*; episodes end at 7 (terminal), 17 (timeout)."""
     g = np.random.default_rng(0)
     terminals, timeouts = np.zeros(n, bool), np.zeros(n, bool)
     terminals[6], timeouts[16] = True, True
@@ -25,7 +25,9 @@ def write_d4rl(path, n=25, cut=None):
         f["timeouts"] = timeouts
         f["infos/qpos"] = g.normal(size=(n, 6))
         f["infos/qvel"] = g.normal(size=(n, 6))
-        f.attrs["metadata/algorithm"] = "SAC"
+        f["metadata/algorithm"] = np.bytes_("SAC")
+        f["metadata/iteration"] = np.int64(1000)
+        f["metadata/policy/fc0/weight"] = np.zeros((4, 11), np.float32)
         if cut == "rewards":
             del f["rewards"]
         if cut == "length":
@@ -41,6 +43,7 @@ def test_d4rl_episode_split(tmp_path):
     assert store["truncated"].nonzero()[0].tolist() == [16, 24]  # timeout, and the cut-off last episode
     assert store.keys["infos/qpos"] == (6,)
     assert store.meta["ref_returns"] == {"random": -20.272305, "expert": 3234.3}
+    assert store.meta["d4rl_metadata"] == {"algorithm": "SAC", "iteration": 1000}
 
 
 @pytest.mark.parametrize("cut, message", [("rewards", "missing key 'rewards'"), ("length", "'actions' has 24 steps, expected 25")])

@@ -36,7 +36,16 @@ def read_d4rl(path: Path) -> Imported:
                 if arr.ndim >= 1 and len(arr) == n:
                     extra[f"infos/{name}"] = arr
         check_lengths(path, extra, n)
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        # D4RL keeps provenance as scalar datasets under metadata/ (algorithm, iteration, policy/...)
+        provenance: dict[str, object] = {}
+
+        def keep(name: str, node: object) -> None:
+            value = _scalar(node)
+            if value is not None:
+                provenance[name] = value
+
+        if "metadata" in f:
+            f["metadata"].visititems(keep)
     terminated = raw["terminals"].astype(bool).reshape(n)
     truncated = raw["timeouts"].astype(bool).reshape(n) & ~terminated
     if n == 0:
@@ -52,9 +61,21 @@ def read_d4rl(path: Path) -> Imported:
         "truncated": truncated,
         **extra,
     }
-    meta: dict = {"source": f"d4rl:{path.name}", "source_attrs": {k: v for k, v in attrs.items() if isinstance(v, (str, int, float, bool))}}
+    meta: dict = {"source": f"d4rl:{path.name}", "d4rl_metadata": provenance}
     env = env_from_name(path.stem)
     if env is not None:
         ref = env_config(env).d4rl_ref
         meta.update(env=env, ref_returns={"random": float(ref.random), "expert": float(ref.expert)}, ref_source="D4RL published")
     return Imported(data, np.flatnonzero(ends_mask) + 1, meta)
+
+
+def _scalar(node: object) -> str | float | int | bool | None:
+    """A JSON-ready value for a scalar HDF5 dataset, None for groups and arrays."""
+    import h5py
+
+    if not isinstance(node, h5py.Dataset) or node.shape != ():
+        return None
+    value = node[()]
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value.item() if isinstance(value, np.generic) else value

@@ -37,8 +37,13 @@ def _add_config_command(sub: argparse._SubParsersAction, name: str, help: str, d
     return p
 
 
-def _start_run(command: str, args: argparse.Namespace, validate: Callable[[DictConfig], None] | None = None) -> tuple[DictConfig, Any] | None:
-    """Compose the config, check it, open the run folder; None when only printing the config."""
+def _start_run(
+    command: str, args: argparse.Namespace, validate: Callable[[DictConfig], None] | None = None, may_change: tuple[str, ...] = ()
+) -> tuple[DictConfig, Any] | None:
+    """Compose the config, check it, open the run folder; None when only printing the config.
+
+    ``may_change``: top-level config keys that a ``--resume`` may change (see :meth:`Run.start`).
+    """
     from rlft.runtime.run import Run
     from rlft.runtime.seeding import set_threads
 
@@ -49,7 +54,7 @@ def _start_run(command: str, args: argparse.Namespace, validate: Callable[[DictC
         print(to_yaml(cfg), end="")
         return None
     set_threads(cfg.threads)
-    return cfg, Run.start(cfg, resume=args.resume)
+    return cfg, Run.start(cfg, resume=args.resume, may_change=may_change)
 
 
 # ---- info ------------------------------------------------------------------------------------
@@ -107,7 +112,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from rlft.datasets.collect import collect, validate
 
-    started = _start_run("collect", args, validate)
+    # Recording runs after training, so --resume may re-record with other dataset settings.
+    started = _start_run("collect", args, validate, may_change=("datasets", "out"))
     if started is None:
         return 0
     cfg, run = started

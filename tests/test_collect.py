@@ -51,9 +51,13 @@ def test_collect_tiny_budget(tmp_path, capsys):
     assert replay.n_steps == medium_step and replay["action"].min() >= -1 and replay["action"].max() <= 1
     ends = replay.episode_ends - 1
     assert np.all(replay["terminated"][ends] | replay["truncated"][ends])
-    # A second start without --resume refuses to overwrite; with --resume it finishes from the checkpoint.
+    # A second start without --resume refuses to overwrite; with --resume it finishes from the checkpoint
+    # and may re-record with other dataset settings, but not change the training.
     assert main(args) == 2
-    assert main([*args, "--resume"]) == 0
+    assert main([*args, "datasets.steps=200", "--resume"]) == 0
+    assert EpisodeStore(run / "data" / "hopper-v5-expert.zarr.zip").n_steps == 200
+    assert [m["step"] for m in read_metrics(run)] == [200, 400, 600]
+    assert main([*args, "expert.tau=0.01", "--resume"]) == 2
 
 
 def test_expert_round_trip_and_record(tmp_path):

@@ -90,8 +90,13 @@ class Run:
         self.metrics: MetricsLogger | None = None
 
     @classmethod
-    def start(cls, cfg: DictConfig, resume: bool = False) -> "Run":
-        """Open ``<cfg.run.dir>/<cfg.run.name>``: new (refusing to overwrite) or resumed (config must match)."""
+    def start(cls, cfg: DictConfig, resume: bool = False, may_change: tuple[str, ...] = ()) -> "Run":
+        """Open ``<cfg.run.dir>/<cfg.run.name>``: new (refusing to overwrite) or resumed.
+
+        A resumed run must have the saved config, except under the top-level keys in ``may_change``
+        (settings of a stage that runs after everything the checkpoints hold, such as what
+        ``rlft collect`` records after training); the saved config.yaml is then updated.
+        """
         folder = Path(cfg.run.dir) / cfg.run.name
         saved = folder / "config.yaml"
         if resume:
@@ -99,15 +104,14 @@ class Run:
                 raise ConfigError(f"--resume: {folder} holds no run (no config.yaml); start it without --resume")
             old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
             new = OmegaConf.to_container(cfg, resolve=True)
-            diff = sorted(_diff_keys(old, new))
+            diff = sorted(k for k in _diff_keys(old, new) if k.split(".")[0] not in may_change)
             if diff:
                 raise ConfigError(f"--resume: the config differs from the saved run at {', '.join(diff[:5])}; resume with the same overrides")
         elif saved.exists():
             raise ConfigError(f"run folder {folder} already exists; add --resume to continue it or choose run.name=<new name>")
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, to_yaml(cfg))
-        run = cls(folder, cfg, resume, keep_checkpoints=int(cfg.run.get("keep_checkpoints", 3)))
-        return run
+        return cls(folder, cfg, resume, keep_checkpoints=int(cfg.run.get("keep_checkpoints", 3)))
 
     def open_metrics(self, resume_step: int | None = None) -> MetricsLogger:
         self.metrics = MetricsLogger(self.folder, resume_step)

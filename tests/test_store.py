@@ -104,3 +104,18 @@ def test_opens_diffusion_policy_zarr_v2_layout(tmp_path):
     store = EpisodeStore(tmp_path / "pusht.zarr")
     assert store.n_episodes == 2 and store.keys["state"] == (2,)
     np.testing.assert_array_equal(store.episode(1)["state"][:, 0], [6, 8, 10, 12])
+
+
+def test_atomic_writes_use_normal_permissions(tmp_path):
+    import os
+
+    from rlft.runtime.io import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    data, ends = make_episodes([3])
+    write_episodes(tmp_path / "s.zarr", data, ends)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "s.zarr").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -31,10 +31,12 @@ test: install
 	$(BIN)/python -m pytest
 
 # Every optional part in the same venv (robosuite + LIBERO, safety tasks, GPU physics).
+# constraints-all.txt holds one tested resolution of all of them (numpy 1.26, as robosuite needs).
 install-all: install
-	$(BIN)/pip install -q -c constraints.txt -e ".[all]"
-	$(MAKE) install-safety
+	$(BIN)/pip install -q -c constraints.txt -c constraints-all.txt -e ".[all]"
+	$(BIN)/pip install -q --no-deps bullet-safety-gym==1.4.0
 
+# bullet-safety-gym 1.4.0 declares gymnasium~=0.28 but runs on gymnasium 1.x: install it without deps.
 install-safety: install
 	$(BIN)/pip install -q -c constraints.txt -e ".[safety]"
 	$(BIN)/pip install -q --no-deps bullet-safety-gym==1.4.0

@@ -20,6 +20,7 @@ TINY = [
     "datasets.steps=300",
     "datasets.n_envs=4",
     "datasets.random_episodes=3",
+    "datasets.medium_eval_episodes=1",
 ]
 
 
@@ -79,3 +80,22 @@ def test_collect_rejects_bad_kinds_before_training(tmp_path, capsys):
     assert "unknown kind 'great'" in capsys.readouterr().err
     assert not (tmp_path / "collect-hopper").exists()  # nothing written for a config that cannot run
     assert main(["collect", f"run.dir={tmp_path}", "run.name=l", "expert.load=hopper-v5-expert"]) == 2
+
+
+def test_medium_is_the_snapshot_closest_to_the_target(tmp_path):
+    """pick_medium measures every snapshot with sampled actions and keeps the one nearest the target."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    from rlft.datasets.collect import pick_medium
+
+    env = gym.make("Hopper-v5")
+    for step, seed in ((1, 0), (2, 1), (3, 2)):
+        model = SAC("MlpPolicy", env, policy_kwargs={"net_arch": [8]}, seed=seed, device="cpu")
+        ExpertPolicy.from_sb3(model, {"step": step}).save(tmp_path / "snapshots" / f"step_{step:09d}")
+    expert = ExpertPolicy.load(tmp_path / "snapshots" / "step_000000003")
+    medium = pick_medium(tmp_path / "snapshots", expert, "hopper", fraction=1.0, episodes=2, seed=0)
+    selection = json.loads((tmp_path / "medium_selection.json").read_text())
+    gaps = {s["step"]: abs(s["sampled_return_mean"] - selection["target_return"]) for s in selection["snapshots"]}
+    assert medium.info["step"] == min(gaps, key=gaps.get) == 3  # the expert itself is exactly on target
+    assert gaps[3] == 0.0

@@ -6,8 +6,9 @@
    (``expert/snapshots/step_N.safetensors``) and evaluated (deterministic, ``eval_episodes``), the
    return logged to metrics.jsonl. Every ``checkpoint_every`` steps the SB3 model and replay buffer are
    saved, so ``--resume`` continues an interrupted training (SB3's own format; RNG streams restart).
-2. policies: the final actor is the expert; the snapshot whose evaluated return is closest to
-   ``medium_fraction`` of the expert's is the medium policy (as D4RL's "medium": an early-stopped SAC).
+2. policies: the final actor is the expert; the snapshot whose return (sampled actions,
+   ``medium_eval_episodes`` episodes each) is closest to ``medium_fraction`` of the expert's is the
+   medium policy (as D4RL's "medium": an early-stopped SAC).
 3. datasets: each policy acts stochastically (SAC's sampled actions, as in D4RL) in ``n_envs`` envs
    until ``steps`` transitions are recorded; episodes still running then end with ``truncated``.
    ``medium-replay`` (optional) is the SAC replay buffer up to the medium snapshot, as in D4RL.
@@ -220,11 +221,28 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
     return ExpertPolicy.load(snaps[-1].with_suffix(""))
 
 
-def pick_medium(snap_dir: Path, expert_return: float, fraction: float) -> ExpertPolicy:
-    """The snapshot whose evaluated return is closest to ``fraction * expert_return``."""
-    infos = [(json.loads(p.read_text())["info"], p) for p in sorted(snap_dir.glob("step_*.json"))]
-    info, path = min(infos, key=lambda ip: abs(ip[0]["return_mean"] - fraction * expert_return))
-    return ExpertPolicy.load(path.with_suffix(""))
+def pick_medium(snap_dir: Path, expert: ExpertPolicy, env_name: str, fraction: float, episodes: int, seed: int) -> ExpertPolicy:
+    """The snapshot whose return with sampled actions is closest to ``fraction`` of the expert's.
+
+    Returns are measured as the data will be recorded (SAC's sampled actions), on ``episodes``
+    episodes per snapshot: the deterministic evaluations logged during training can hide a policy
+    that falls in some episodes and not in others. Every measurement is kept in
+    ``medium_selection.json`` beside the snapshots.
+    """
+
+    def sampled_return(policy: ExpertPolicy) -> float:
+        torch.manual_seed(seed)
+        return float(evaluate(lambda o: policy.act(o, deterministic=False), env_name, episodes, seed).mean())
+
+    target = fraction * sampled_return(expert)
+    snapshots = [ExpertPolicy.load(path.with_suffix("")) for path in sorted(snap_dir.glob("step_*.json"))]
+    for snapshot in snapshots:
+        snapshot.info["sampled_return_mean"] = sampled_return(snapshot)
+        snapshot.info["target_return"] = target
+    medium = min(snapshots, key=lambda snap: abs(snap.info["sampled_return_mean"] - target))
+    selection = [{"step": snap.info["step"], "sampled_return_mean": snap.info["sampled_return_mean"]} for snap in snapshots]
+    atomic_write_json(snap_dir.parent / "medium_selection.json", {"target_return": target, "fraction": fraction, "episodes": episodes, "snapshots": selection})
+    return medium
 
 
 KINDS = ("expert", "medium", "medium-replay")
@@ -286,7 +304,8 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
         expert.info.get("return_mean") or evaluate(lambda o: expert.act(o, True), name, int(cfg.expert.eval_episodes), int(cfg.seed) + 10_000).mean()
     )
     if medium is None and {"medium", "medium-replay"} & set(kinds):
-        medium = pick_medium(run.folder / "expert" / "snapshots", expert_return, float(cfg.datasets.medium_fraction))
+        ds = cfg.datasets
+        medium = pick_medium(run.folder / "expert" / "snapshots", expert, name, float(ds.medium_fraction), int(ds.medium_eval_episodes), int(cfg.seed) + 30_000)
     if medium is not None:
         medium.save(run.folder / "expert" / "medium")
     policies = {"expert": expert, "medium": medium, "medium-replay": medium}
@@ -336,6 +355,7 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
                 "policy": how,
                 "policy_step": pol.info.get("step"),
                 "policy_eval_return": pol.info.get("return_mean"),
+                "policy_sampled_return": pol.info.get("sampled_return_mean"),
                 "command": command,
                 "seed": int(cfg.seed),
                 "n_envs": int(cfg.datasets.n_envs),

@@ -1,0 +1,48 @@
+"""The shipped datasets and experts are what the README says they are."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlft.cli import main
+from rlft.datasets.collect import ExpertPolicy
+from rlft.datasets.store import ASSETS_DIR, EpisodeStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_rows() -> list[list[str]]:
+    """Rows of the README table under '## Shipped data' whose first cell is a dataset name."""
+    text = (ROOT / "README.md").read_text().split("## Shipped data", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip().strip("`") for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("| `")]
+    return [r for r in rows if r[0].endswith(("-medium", "-expert", "-medium-replay"))]
+
+
+def test_readme_lists_every_shipped_dataset():
+    shipped = sorted(p.name.removesuffix(".zarr.zip") for p in ASSETS_DIR.glob("*.zarr.zip"))
+    assert sorted(r[0] for r in readme_rows()) == shipped
+    assert {"hopper-v5-medium", "hopper-v5-expert", "walker2d-v5-medium", "walker2d-v5-expert"} <= set(shipped)
+    assert sum(p.stat().st_size for p in ASSETS_DIR.glob("*.zarr.zip")) < 20 * 2**20
+
+
+@pytest.mark.parametrize("row", readme_rows(), ids=lambda r: r[0])
+def test_data_info_prints_the_readme_numbers(row, capsys):
+    name, episodes, steps, ret = row[0], int(row[1]), int(row[2]), float(row[3])
+    assert main(["data", "info", name]) == 0
+    out = capsys.readouterr().out
+    assert f"{episodes} episodes, {steps} steps" in out
+    assert re.search(rf"return: mean {ret:.1f}\b", out)
+
+
+@pytest.mark.parametrize("env", ["hopper", "walker2d"])
+def test_shipped_expert_is_better_than_medium(env):
+    expert, medium = EpisodeStore(f"{env}-v5-expert"), EpisodeStore(f"{env}-v5-medium")
+    ref = expert.meta["ref_returns"]
+    assert ref == medium.meta["ref_returns"]
+    assert np.mean(medium.episode_returns()) < np.mean(expert.episode_returns())
+    # D4RL's medium policies reach about a third to a half of the expert's return
+    assert 30 < medium.normalized_score(np.mean(medium.episode_returns())) < 60
+    pol = ExpertPolicy.load(f"{env}-v5-expert")
+    assert pol.act(expert["obs"][:4], deterministic=True).shape == (4, expert.keys["action"][0])

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from rlft.config import ConfigError
 from rlft.datasets.store import ASSETS_DIR, EpisodeStore, write_episodes
 from rlft.envs.registry import env_id as to_env_id
+from rlft.envs.registry import make as make_env
 from rlft.runtime.io import atomic_write, atomic_write_json
 from rlft.runtime.run import Run
 
@@ -103,7 +104,7 @@ class ExpertPolicy:
 
 def evaluate(policy: Policy, env_name: str, episodes: int, seed: int) -> np.ndarray:
     """Returns of ``episodes`` sequential episodes of one env, [episodes]."""
-    env = gym.make(to_env_id(env_name))
+    env = make_env(env_name)
     returns = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
@@ -123,7 +124,7 @@ def record(policy: Policy, env_name: str, steps: int, n_envs: int, seed: int, de
     Keys: obs [T, obs_dim] float32, action [T, act_dim] float32, reward [T] float32, terminated [T] bool,
     truncated [T] bool. Episodes still running at the end are kept with ``truncated`` on their last step.
     """
-    envs = [gym.make(to_env_id(env_name)) for _ in range(n_envs)]
+    envs = [make_env(env_name) for _ in range(n_envs)]
     obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]).astype(np.float32)
     running: list[dict[str, list]] = [_new_episode() for _ in range(n_envs)]
     finished: list[dict[str, list]] = []
@@ -166,7 +167,7 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
     folder = run.folder / "expert"
     snap_dir = folder / "snapshots"
     model_path, buffer_path = run.ckpt_dir / "sb3_model.zip", run.ckpt_dir / "sb3_replay.pkl"
-    env = gym.make(to_env_id(cfg.env.name))
+    env = make_env(cfg.env.name)
     if run.resume and model_path.exists():
         model = SAC.load(model_path, env=env, device="cpu")
         model.load_replay_buffer(buffer_path)
@@ -311,7 +312,7 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
     policies = {"expert": expert, "medium": medium, "medium-replay": medium}
 
     rng = np.random.default_rng(int(cfg.seed))
-    act_space = gym.make(to_env_id(name)).action_space
+    act_space = make_env(name).action_space
     random_policy = lambda o: rng.uniform(act_space.low, act_space.high, size=(len(o), *act_space.shape)).astype(np.float32)  # noqa: E731
     random_return = float(evaluate(random_policy, name, int(cfg.datasets.random_episodes), int(cfg.seed) + 20_000).mean())
 

@@ -219,7 +219,3 @@ def _walk_arrays(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield f"{prefix}{name}", arr
     for name, sub in sorted(group.groups()):
         yield from _walk_arrays(sub, f"{prefix}{name}/")
-
-
-def open_dataset(path: str | Path) -> EpisodeStore:
-    return EpisodeStore(path)

@@ -28,13 +28,9 @@ def env_id(name: str) -> str:
     raise ConfigError(f"unknown env '{name}'; short names: {', '.join(sorted(LOCOMOTION))}, or any registered gymnasium id")
 
 
-def make(name: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
-    """One gymnasium env by short name or id."""
-    env = gym.make(env_id(name), **kwargs)
-    if seed is not None:
-        env.reset(seed=seed)
-        env.action_space.seed(seed)
-    return env
+def make(name: str, **kwargs: Any) -> gym.Env:
+    """One gymnasium env by short name or id (seed it with its first ``reset(seed=...)``)."""
+    return gym.make(env_id(name), **kwargs)
 
 
 def make_vector(name: str, n_envs: int, seed: int | None = None, asynchronous: bool = False, kwargs: Mapping[str, Any] | None = None) -> gym.vector.VectorEnv:

@@ -99,3 +99,28 @@ def test_medium_is_the_snapshot_closest_to_the_target(tmp_path):
     gaps = {s["step"]: abs(s["sampled_return_mean"] - selection["target_return"]) for s in selection["snapshots"]}
     assert medium.info["step"] == min(gaps, key=gaps.get) == 3  # the expert itself is exactly on target
     assert gaps[3] == 0.0
+
+
+def test_interrupted_expert_training_resumes_from_checkpoint(tmp_path, monkeypatch):
+    import rlft.datasets.collect as collect_module
+
+    real_evaluate = collect_module.evaluate
+    calls = []
+
+    def crash_at_third_snapshot(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the snapshot at step 600; the last checkpoint was at 400
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    args = ["collect", f"run.dir={tmp_path}", "run.name=c", *TINY]
+    monkeypatch.setattr(collect_module, "evaluate", crash_at_third_snapshot)
+    assert main(args) == 130
+    assert [m["step"] for m in read_metrics(tmp_path / "c")] == [200, 400]
+    monkeypatch.setattr(collect_module, "evaluate", real_evaluate)
+    early = tmp_path / "c" / "expert" / "snapshots" / "step_000000200.json"
+    stamp = early.stat().st_mtime_ns
+    assert main([*args, "--resume"]) == 0
+    assert early.stat().st_mtime_ns == stamp  # training went on from step 400, not from scratch
+    assert [m["step"] for m in read_metrics(tmp_path / "c")] == [200, 400, 600]
+    assert EpisodeStore(tmp_path / "c" / "data" / "hopper-v5-medium.zarr.zip").n_steps == 300

@@ -68,6 +68,12 @@ def test_checkpoint_files_and_weights(tmp_path):
 
     assert set(load_file(str(ckpt / "model.safetensors"))) == {"model.1.weight", "model.1.bias", "model.3.weight", "model.3.bias"}
     assert not list((run.folder / "checkpoints").glob(".*"))  # no temporary leftovers
+    model = torch.nn.Linear(2, 2)
+    run.save_checkpoint(11, {"m": model}, extra={"iteration": 4, "best": 1.5})
+    fresh = torch.nn.Linear(2, 2)
+    ckpt = run.load_checkpoint({"m": fresh})
+    assert ckpt.step == 11 and ckpt.extra == {"iteration": 4, "best": 1.5}
+    assert torch.equal(fresh.weight, model.weight)
 
 
 def test_existing_run_needs_resume_and_same_config(tmp_path):

@@ -170,8 +170,9 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
     env = make_env(cfg.env.name)
     if run.resume and model_path.exists():
         model = SAC.load(model_path, env=env, device="cpu")
-        model.load_replay_buffer(buffer_path)
         start = model.num_timesteps
+        if start < int(ex.steps):  # a finished training needs no buffer to go on
+            model.load_replay_buffer(buffer_path)
     else:
         model = SAC(
             "MlpPolicy",

@@ -87,7 +87,6 @@ class Run:
         self.resume = resume
         self.keep_checkpoints = keep_checkpoints
         self.ckpt_dir = folder / "checkpoints"
-        self.metrics: MetricsLogger | None = None
 
     @classmethod
     def start(cls, cfg: DictConfig, resume: bool = False, may_change: tuple[str, ...] = ()) -> "Run":
@@ -114,8 +113,8 @@ class Run:
         return cls(folder, cfg, resume, keep_checkpoints=int(cfg.run.get("keep_checkpoints", 3)))
 
     def open_metrics(self, resume_step: int | None = None) -> MetricsLogger:
-        self.metrics = MetricsLogger(self.folder, resume_step)
-        return self.metrics
+        """The run's metrics logger; with ``resume_step``, rows logged after that step are dropped first."""
+        return MetricsLogger(self.folder, resume_step)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:

@@ -124,6 +124,39 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- pretrain --------------------------------------------------------------------------------
+def _check_data(cfg: DictConfig) -> None:
+    """The dataset exists, holds the policy's keys and was recorded in the chosen env."""
+    from rlft.datasets.store import EpisodeStore
+
+    store = EpisodeStore(cfg.data.path)
+    missing = [k for k in (*cfg.policy.obs_keys, "action") if k not in store]
+    if missing:
+        raise ConfigError(
+            f"policy {cfg.policy.name} needs key(s) {', '.join(missing)} but {store.path} has {', '.join(sorted(store.keys))}; set policy.obs_keys"
+        )
+    if cfg.data.get("env") and cfg.data.env != cfg.env.name:
+        raise ConfigError(f"data {cfg.data.path} was recorded in '{cfg.data.env}' but env={cfg.env.name}; choose env={cfg.data.env}")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from rlft.algos.pretrain import pretrain
+
+    # Evaluation reads the trained weights only, so a resumed run may evaluate differently.
+    started = _start_run("pretrain", args, _check_data, may_change=("eval",))
+    if started is None:
+        return 0
+    cfg, run = started
+    evaluate = None
+    if cfg.eval.episodes > 0:
+        from rlft.runtime.evaluate import policy_evaluator
+
+        evaluate = policy_evaluator(cfg, run)
+    pretrain(cfg, run, evaluate)
+    print(json.dumps({"run": str(run.folder), "steps": int(cfg.train.steps)}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlft", description="Train diffusion and flow policies from demonstrations and fine-tune them with RL.")
     parser.add_argument("--version", action="version", version=f"rlft {__version__}")
@@ -165,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
         "expert and medium datasets into runs/<run.name>/data.\n\nexample: rlft collect env=walker2d expert.steps=400000",
     )
     p.set_defaults(func=cmd_collect)
+
+    p = _add_config_command(
+        sub,
+        "pretrain",
+        "train a diffusion or flow policy by behaviour cloning",
+        "Train a generative policy (policy=<preset>) on a dataset (data=<name>) by behaviour cloning with\n"
+        "EMA weights; evaluate it in the env at the end (eval.episodes, 0 = skip).\n\n"
+        "example: rlft pretrain policy=flow_mlp env=hopper data=hopper_medium train.steps=20000",
+    )
+    p.set_defaults(func=cmd_pretrain)
     return parser
 
 

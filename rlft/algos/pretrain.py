@@ -1,0 +1,86 @@
+"""Behaviour cloning of a generative policy: the head's own loss on dataset windows, with EMA weights.
+
+The step loop, logging, checkpoints and resume are :func:`rlft.runtime.trainer.fit`'s; this file holds
+the loss, the optimiser and the schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import torch
+from omegaconf import DictConfig
+
+from rlft.datasets.sampler import WindowSampler
+from rlft.datasets.store import EpisodeStore
+from rlft.policies.ema import EMA
+from rlft.policies.policy import Policy, policy_from_store, write_spec
+from rlft.runtime.run import Run
+from rlft.runtime.seeding import seed_everything
+from rlft.runtime.trainer import fit
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine from 1 to ``min_ratio`` at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def pretrain(cfg: DictConfig, run: Run, evaluate: Callable[[Policy, int], Mapping[str, float]] | None = None) -> Policy:
+    """Train ``cfg.policy`` on ``cfg.data`` for ``cfg.train.steps``; returns the EMA policy.
+
+    ``evaluate(policy, step) -> metrics`` runs every ``cfg.eval.every`` steps and at the end, if given.
+    """
+    rng = seed_everything(cfg.seed)
+    device = torch.device(cfg.device)
+    store = EpisodeStore(cfg.data.path)
+    policy = policy_from_store(cfg.policy, store).to(device)
+    sampler = WindowSampler(store, obs_keys=list(cfg.policy.obs_keys), obs_horizon=policy.obs_horizon, horizon=policy.horizon)
+    write_spec(run.folder, policy)
+    ema = EMA(policy, decay=cfg.ema.decay, every=cfg.ema.every, start=cfg.ema.start)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.train.warmup, cfg.train.steps, cfg.train.min_lr / cfg.train.lr))
+    batch_size = int(cfg.train.batch_size)
+    eval_every = int(cfg.eval.every) if evaluate is not None else 0
+    clock = {"t": time.perf_counter()}
+
+    def update(step: int) -> dict[str, Any]:
+        batch = {k: v.to(device) for k, v in sampler.sample(batch_size, rng).items()}
+        policy.train()
+        loss = policy.loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), float("inf"))
+        opt.step()
+        sched.step()
+        ema.update(policy, step)
+        metrics: dict[str, Any] = {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": sched.get_last_lr()[0]}
+        if step % cfg.train.log_every == 0:
+            now = time.perf_counter()
+            metrics["samples_per_s"] = batch_size * cfg.train.log_every / (now - clock["t"])
+            clock["t"] = now
+        if evaluate is not None and ((eval_every and step % eval_every == 0) or step == cfg.train.steps):
+            metrics.update({f"eval/{k}": v for k, v in evaluate(ema.model, step).items()})
+            clock["t"] = time.perf_counter()
+        return metrics
+
+    fit(
+        run,
+        update,
+        int(cfg.train.steps),
+        modules={"policy": policy, "ema": ema},
+        optimizers={"opt": opt, "sched": sched},
+        generators={"data": rng},
+        log_every=int(cfg.train.log_every),
+        checkpoint_every=int(cfg.train.checkpoint_every),
+        desc="pretrain",
+    )
+    return ema.model

@@ -29,7 +29,7 @@ def stats_for(dims):
     return {k: {"min": -np.ones(d), "max": np.ones(d), "mean": np.zeros(d), "std": np.ones(d)} for k, d in dims.items()}
 
 
-def make_policy(head="diffusion", backbone="mlp", obs_dim=3, action_dim=2, horizon=4, act_steps=2, obs_horizon=2, stats=None, **head_opts):
+def make_policy(head="diffusion", backbone="mlp", obs_dim=3, action_dim=2, horizon=4, act_steps=2, obs_horizon=2, stats=None, backbone_opts=None, **head_opts):
     cfg = {
         "obs_keys": ["obs"],
         "obs_horizon": obs_horizon,
@@ -38,7 +38,7 @@ def make_policy(head="diffusion", backbone="mlp", obs_dim=3, action_dim=2, horiz
         "normalizer": {"obs": "limits", "action": "limits"},
         "noise_clip": 3.0,
         "encoder": {"type": "state"},
-        "backbone": BACKBONES[backbone],
+        "backbone": BACKBONES[backbone] | (backbone_opts or {}),
         "head": HEADS[head] | head_opts,
     }
     return Policy(cfg, {"obs": (obs_dim,)}, action_dim, stats or stats_for({"obs": obs_dim, "action": action_dim}))
@@ -210,13 +210,7 @@ def test_bad_inputs_are_one_line_errors():
     with pytest.raises(ValueError, match="unknown head type 'ddpm'"):
         make_policy(type="ddpm")
     with pytest.raises(ValueError, match="horizon divisible by 4"):
-        make_policy(backbone="unet", horizon=6) if False else Policy(
-            {
-                "obs_keys": ["obs"], "obs_horizon": 1, "horizon": 6, "act_steps": 2, "normalizer": {"obs": "limits", "action": "limits"},
-                "encoder": {"type": "state"}, "backbone": {"type": "unet", "channels": [8, 16, 32]}, "head": HEADS["flow"],
-            },
-            {"obs": (3,)}, 2, stats_for({"obs": 3, "action": 2}),
-        )  # fmt: skip
+        make_policy(backbone="unet", horizon=6, backbone_opts={"channels": [8, 16, 32]})
 
 
 def test_normalization_round_trip_and_action_clipping():

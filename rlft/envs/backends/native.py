@@ -277,6 +277,8 @@ class NativeMujocoEnv(BatchedEnv):
 
     def render(self, index: int = 0, width: int = 480, height: int = 480) -> np.ndarray:
         if self._renderer is None:
+            if not os.environ.get("MUJOCO_GL") and not os.environ.get("DISPLAY"):
+                raise RuntimeError("cannot render MuJoCo frames without a display; start Python with MUJOCO_GL=egl (or osmesa)")
             try:
                 self._renderer = mujoco.Renderer(self.model, height, width)
             except Exception as e:

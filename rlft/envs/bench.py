@@ -68,7 +68,8 @@ def bench_rollout(cfg: DictConfig) -> dict[str, Any]:
 
 def _physics_limit(cfg: DictConfig, env_kwargs: dict[str, Any]) -> tuple[float | None, int]:
     """Bare batched physics rate in policy steps/s for the task's model and frame skip."""
-    from rlft.envs.backends.native import TASKS, NativeMujocoEnv, default_threads, physics_rate
+    from rlft.envs.backends.locomotion import TASKS
+    from rlft.envs.backends.native import NativeMujocoEnv, default_threads, physics_rate
     from rlft.envs.registry import env_id
 
     threads = int(cfg.physics_threads or default_threads())

@@ -40,27 +40,34 @@ def make(
     if backend == "auto":
         backend = _auto_backend(gym_id, torch.device(device), env_kwargs)
     if backend == "native":
-        from rlft.envs.backends.native import TASKS, NativeMujocoEnv
+        from rlft.envs.backends.native import NativeMujocoEnv
 
-        if gym_id not in TASKS:
-            raise ConfigError(f"the native backend runs {', '.join(TASKS)}, not {gym_id}; use backend=gymnasium")
+        _check_locomotion(backend, gym_id)
         return NativeMujocoEnv(gym_id, n_envs, seed=seed, device=device, dtype=dtype, threads=threads, **env_kwargs)
     if backend == "gpu":
         from rlft.envs.backends.mjx import MjxEnv
 
+        _check_locomotion(backend, gym_id)
         return MjxEnv(gym_id, n_envs, seed=seed, device=device, dtype=dtype, **env_kwargs)
     from rlft.envs.backends.gym_vector import GymVectorEnv
 
     return GymVectorEnv(gym_id, n_envs, asynchronous=backend == "gymnasium_async", seed=seed, device=device, dtype=dtype, **env_kwargs)
 
 
-def _auto_backend(gym_id: str, device: torch.device, env_kwargs: dict[str, Any]) -> str:
-    from rlft.envs.backends import native
+def _check_locomotion(backend: str, gym_id: str) -> None:
+    from rlft.envs.backends.locomotion import TASKS
 
-    supported = gym_id in native.TASKS
+    if gym_id not in TASKS:
+        raise ConfigError(f"the {backend} backend runs {', '.join(TASKS)}, not {gym_id}; use backend=gymnasium")
+
+
+def _auto_backend(gym_id: str, device: torch.device, env_kwargs: dict[str, Any]) -> str:
+    from rlft.envs.backends.locomotion import TASKS, task_params
+
+    supported = gym_id in TASKS
     if supported:
         try:
-            native.task_params(native.TASKS[gym_id], env_kwargs)
+            task_params(TASKS[gym_id], env_kwargs)
         except ConfigError:
             supported = False
     if supported and device.type == "cuda":

@@ -11,93 +11,18 @@ keep the solver warm start between calls, which exact parity needs.
 
 from __future__ import annotations
 
-import inspect
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Callable
 
-import gymnasium as gym
 import mujoco
 import numpy as np
 import torch
-from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 from gymnasium.utils.seeding import np_random
 
-from rlft.config import ConfigError
+from rlft.envs.backends.locomotion import setup
 from rlft.envs.base import BatchedEnv
-
-Params = dict[str, Any]
-
-
-def _hopper_healthy(p: Params, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-    low, high = p["healthy_state_range"]
-    state = np.concatenate([qpos[:, 2:], qvel], axis=1)
-    return np.all((low < state) & (state < high), axis=1) & _walker_healthy(p, qpos, qvel)
-
-
-def _walker_healthy(p: Params, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-    (z_low, z_high), (a_low, a_high) = p["healthy_z_range"], p["healthy_angle_range"]
-    z, angle = qpos[:, 1], qpos[:, 2]
-    return (z_low < z) & (z < z_high) & (a_low < angle) & (angle < a_high)
-
-
-def _ant_healthy(p: Params, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-    z_low, z_high = p["healthy_z_range"]
-    finite = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1)
-    return finite & (z_low <= qpos[:, 2]) & (qpos[:, 2] <= z_high)
-
-
-@dataclass(frozen=True)
-class LocomotionTask:
-    """How one gymnasium v5 locomotion task builds its observation, reward and termination."""
-
-    gym_id: str
-    entry: Callable[..., gym.Env]  # gymnasium's env class: its constructor defaults are the parameters
-    params: tuple[str, ...]  # constructor keywords this backend reproduces
-    skipped_qpos: int  # leading qpos entries (x, or x and y) left out of the observation
-    qvel_clip: float | None  # observations clip qvel to [-c, c]
-    qvel_noise: str  # reset noise on qvel: "uniform" in [-s, s] or "normal" with std s
-    healthy: Callable[[Params, np.ndarray, np.ndarray], np.ndarray] | None
-    contact_forces: bool = False  # Ant: cfrc_ext in the observation and the contact cost
-
-
-def _tasks() -> dict[str, LocomotionTask]:
-    from gymnasium.envs.mujoco.ant_v5 import AntEnv
-    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
-    from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
-    from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
-
-    common = ("frame_skip", "forward_reward_weight", "ctrl_cost_weight", "reset_noise_scale")
-    legged = (*common, "healthy_reward", "terminate_when_unhealthy", "healthy_z_range")
-    return {
-        "Hopper-v5": LocomotionTask("Hopper-v5", HopperEnv, (*legged, "healthy_angle_range", "healthy_state_range"), 1, 10.0, "uniform", _hopper_healthy),
-        "Walker2d-v5": LocomotionTask("Walker2d-v5", Walker2dEnv, (*legged, "healthy_angle_range"), 1, 10.0, "uniform", _walker_healthy),
-        "HalfCheetah-v5": LocomotionTask("HalfCheetah-v5", HalfCheetahEnv, common, 1, None, "normal", None),
-        "Ant-v5": LocomotionTask(
-            "Ant-v5", AntEnv, (*legged, "contact_cost_weight", "contact_force_range", "include_cfrc_ext_in_observation"), 2, None, "normal", _ant_healthy, True
-        ),
-    }
-
-
-TASKS = _tasks()
-
-
-def task_params(task: LocomotionTask, env_kwargs: dict[str, Any]) -> tuple[Params, int]:
-    """gymnasium's defaults with ``env_kwargs`` applied, and the episode limit; ConfigError names what is unsupported."""
-    kwargs = dict(env_kwargs)
-    max_steps = kwargs.pop("max_episode_steps", gym.spec(task.gym_id).max_episode_steps)
-    unknown = sorted(set(kwargs) - set(task.params))
-    if unknown:
-        raise ConfigError(
-            f"the native backend does not support {', '.join(unknown)} for {task.gym_id}; it supports max_episode_steps, {', '.join(task.params)} "
-            "(backend=gymnasium takes any keyword)"
-        )
-    defaults = inspect.signature(task.entry.__init__).parameters
-    params = {name: kwargs.get(name, defaults[name].default) for name in task.params}
-    params["xml_file"] = defaults["xml_file"].default
-    params["camera"] = defaults["default_camera_config"].default
-    return params, int(max_steps)
 
 
 def default_threads() -> int:
@@ -143,36 +68,21 @@ class NativeMujocoEnv(BatchedEnv):
         threads: int | None = None,
         **env_kwargs: Any,
     ) -> None:
-        self.task = TASKS[gym_id]
-        self.params, max_steps = task_params(self.task, env_kwargs)
-        self.model = mujoco.MjModel.from_xml_path(expand_model_path(self.params["xml_file"]))
-        self.frame_skip = int(self.params["frame_skip"])
-        self.dt = self.model.opt.timestep * self.frame_skip
-        self.datas = [mujoco.MjData(self.model) for _ in range(n_envs)]
+        task = setup(gym_id, env_kwargs, "native")
+        self.task, self.params, self.model, self.frame_skip, self.dt = task.task, task.params, task.model, task.frame_skip, task.dt
+        super().__init__(n_envs, task.observation_space, task.action_space, task.max_episode_steps, seed, device, dtype)
+        m = self.model
+        self.datas = [mujoco.MjData(m) for _ in range(n_envs)]
         self._init_qpos = self.datas[0].qpos.copy()
         self._init_qvel = self.datas[0].qvel.copy()
         self._contact = self.task.contact_forces
-        self._skipped = self.task.skipped_qpos
-        self._with_cfrc = self._contact and self.params["include_cfrc_ext_in_observation"]
-        m = self.model
-        obs_dim = m.nq - self._skipped + m.nv + (6 * (m.nbody - 1) if self._with_cfrc else 0)
-        low, high = m.actuator_ctrlrange.astype(np.float32).T
-        super().__init__(
-            n_envs,
-            gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64),
-            gym.spaces.Box(low, high, dtype=np.float32),
-            max_steps,
-            seed,
-            device,
-            dtype,
-        )
         # Batch copies of what the observation and reward read, filled by the worker threads.
         self._qpos = np.zeros((n_envs, m.nq))
         self._qvel = np.zeros((n_envs, m.nv))
         self._cfrc = np.zeros((n_envs, m.nbody, 6))
         self._xy = np.zeros((n_envs, 2))  # Ant: torso position, whose change is the forward velocity
         self._views = [(d, d.ctrl, d.qpos, d.qvel, d.cfrc_ext, d.xpos[1, :2]) for d in self.datas]
-        self._obs = np.zeros((n_envs, obs_dim))
+        self._obs = np.zeros((n_envs, self.obs_dim))
         self._elapsed = np.zeros(n_envs, dtype=np.int64)
         self._rngs: list[np.random.Generator] = []
         self._actions = np.zeros((n_envs, self.act_dim), np.float32)
@@ -213,14 +123,8 @@ class NativeMujocoEnv(BatchedEnv):
         self._elapsed[envs] = 0
         self._obs[envs] = self._observe(envs)
 
-    def _observe(self, envs: np.ndarray | slice) -> np.ndarray:
-        parts = [self._qpos[envs, self._skipped :]]
-        clip = self.task.qvel_clip
-        parts.append(self._qvel[envs] if clip is None else np.clip(self._qvel[envs], -clip, clip))
-        if self._with_cfrc:
-            forces = np.clip(self._cfrc[envs, 1:], *self.params["contact_force_range"])
-            parts.append(forces.reshape(forces.shape[0], -1))
-        return np.concatenate(parts, axis=1)
+    def _observe(self, envs: np.ndarray) -> np.ndarray:
+        return self.task.observe(np, self.params, self._qpos[envs], self._qvel[envs], self._cfrc[envs])
 
     # ---- BatchedEnv ---------------------------------------------------------------------------
     def _reset(self, seed: int | None) -> torch.Tensor:
@@ -232,25 +136,11 @@ class NativeMujocoEnv(BatchedEnv):
     def _step(self, actions: torch.Tensor, active: torch.Tensor | None):
         np.copyto(self._actions, actions.to("cpu", torch.float32).numpy())
         envs = self._all if active is None else np.flatnonzero(active.cpu().numpy())
-        p = self.params
         x_before = self._xy[envs, 0] if self._contact else self._qpos[envs, 0]  # copies (fancy indexing)
         self._stepper.run(self._advance, envs)
-        qpos, qvel = self._qpos[envs], self._qvel[envs]
+        qpos = self._qpos[envs]
         x_velocity = ((self._xy[envs, 0] if self._contact else qpos[:, 0]) - x_before) / self.dt
-        reward = p["forward_reward_weight"] * x_velocity
-        if self.task.healthy is not None:
-            healthy = self.task.healthy(p, qpos, qvel)
-            reward = reward + healthy * p["healthy_reward"]
-            terminated = ~healthy & p["terminate_when_unhealthy"]
-        else:
-            terminated = np.zeros(len(envs), dtype=bool)
-        # As gymnasium: the control cost in the action's float32, on the action as given (not clamped).
-        cost = np.float32(p["ctrl_cost_weight"]) * np.square(self._actions[envs]).sum(axis=1)
-        if self._contact:
-            forces = np.clip(self._cfrc[envs], *p["contact_force_range"])
-            cost = cost + p["contact_cost_weight"] * np.square(forces).sum(axis=(1, 2))
-        reward = reward - cost
-
+        reward, terminated = self.task.reward_and_termination(np, self.params, qpos, self._qvel[envs], self._cfrc[envs], x_velocity, self._actions[envs])
         self._elapsed[envs] += 1
         truncated = self._elapsed[envs] >= self.max_episode_steps
         self._obs[envs] = self._observe(envs)
@@ -308,8 +198,6 @@ def physics_rate(model: mujoco.MjModel, frame_skip: int, datas: list[mujoco.MjDa
 
     The same thread pool as the native backend, nothing but setting ``ctrl`` and stepping.
     """
-    import time
-
     rng = np.random.default_rng(seed)
     low, high = model.actuator_ctrlrange.T
     controls = rng.uniform(low, high, size=(steps, len(datas), model.nu))

@@ -157,6 +157,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- bench ----------------------------------------------------------------------------------
+def cmd_bench_rollout(args: argparse.Namespace) -> int:
+    from rlft.envs.bench import bench_rollout, summary_line
+    from rlft.runtime.seeding import set_threads
+
+    cfg = compose("bench", args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    set_threads(cfg.threads)
+    result = bench_rollout(cfg)
+    print(json.dumps(result) if args.json else summary_line(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlft", description="Train diffusion and flow policies from demonstrations and fine-tune them with RL.")
     parser.add_argument("--version", action="version", version=f"rlft {__version__}")
@@ -208,6 +223,21 @@ def build_parser() -> argparse.ArgumentParser:
         "example: rlft pretrain policy=flow_mlp env=hopper data=hopper_medium train.steps=20000",
     )
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("bench", help="speed benchmarks", description="Measure how fast parts of rlft run on this machine.")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT", parser_class=_Parser)
+    q = bench_sub.add_parser(
+        "rollout",
+        help="batched env steps/s and the raw physics rate",
+        description="Step a batched env with uniform-random actions and report env steps/s next to the raw batched\n"
+        "mj_step rate of the same model and frame skip (configs/bench.yaml).\n\n"
+        "example: rlft bench rollout env=hopper backend=native n_envs=64 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=OVERRIDE_HELP)
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    q.set_defaults(func=cmd_bench_rollout)
     return parser
 
 

@@ -1,0 +1,110 @@
+"""Any gymnasium env id, batched by gymnasium's sync or async vector env (SAME_STEP autoreset)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlft.envs.base import BatchedEnv
+
+
+class Pausable(gym.Wrapper):
+    """A sub-env that can sit out vector steps: while ``paused`` its ``step`` returns the current
+    observation, reward 0 and not done, without touching the simulation.
+
+    The vector env's ``set_attr("paused", [...])`` sets it per sub-env, in this process or in the
+    async workers; that is how a masked step (action chunks) runs on gymnasium's vector envs.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.paused = False
+        self._obs: Any = None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self._obs, info = self.env.reset(**kwargs)
+        return self._obs, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self.paused:
+            return self._obs, 0.0, False, False, {}
+        self._obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._obs, reward, terminated, truncated, info
+
+
+def _make_pausable(gym_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    return Pausable(gym.make(gym_id, **env_kwargs))
+
+
+class GymVectorEnv(BatchedEnv):
+    """gymnasium's SyncVectorEnv (``asynchronous=False``) or AsyncVectorEnv (one process per sub-env).
+
+    Episode success is read from ``is_success`` or ``success`` in a finished episode's last info.
+    """
+
+    def __init__(
+        self,
+        gym_id: str,
+        n_envs: int,
+        asynchronous: bool = False,
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **env_kwargs: Any,
+    ) -> None:
+        self.backend = "gymnasium_async" if asynchronous else "gymnasium"
+        env_kwargs.setdefault("render_mode", "rgb_array")
+        fns = [lambda: _make_pausable(gym_id, env_kwargs) for _ in range(n_envs)]
+        vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
+        self.vec = vector(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        max_steps = env_kwargs.get("max_episode_steps", gym.spec(gym_id).max_episode_steps)
+        try:
+            super().__init__(n_envs, self.vec.single_observation_space, self.vec.single_action_space, max_steps, seed, device, dtype)
+        except Exception:
+            self.vec.close()
+            raise
+        self._paused = np.zeros(n_envs, dtype=bool)
+
+    def _reset(self, seed: int | None) -> torch.Tensor:
+        self._pause(np.zeros(self.n_envs, dtype=bool))
+        obs, _ = self.vec.reset(seed=seed)
+        return self._tensor(np.asarray(obs))
+
+    def _pause(self, paused: np.ndarray) -> None:
+        if not np.array_equal(paused, self._paused):
+            self.vec.set_attr("paused", paused.tolist())
+            self._paused = paused
+
+    def _step(self, actions: torch.Tensor, active: torch.Tensor | None):
+        self._pause(np.zeros(self.n_envs, dtype=bool) if active is None else ~active.cpu().numpy())
+        space = self.single_action_space
+        obs, reward, terminated, truncated, info = self.vec.step(actions.to("cpu").numpy().astype(space.dtype, copy=False))
+        final_obs = np.array(obs, copy=True)
+        success = None
+        if "final_obs" in info:
+            ended = np.flatnonzero(info["_final_obs"])
+            final_obs[ended] = np.stack([info["final_obs"][i] for i in ended])
+            last_info = info["final_info"]
+            for key in ("is_success", "success"):
+                if key in last_info:
+                    success = np.asarray(last_info[key], dtype=bool)
+        return (
+            self._tensor(np.asarray(obs)),
+            self._tensor(np.asarray(reward, dtype=np.float64)),
+            self._tensor(terminated, torch.bool),
+            self._tensor(truncated, torch.bool),
+            self._tensor(final_obs),
+            success,
+        )
+
+    def render(self, index: int = 0) -> np.ndarray:
+        frames = self.vec.call("render")
+        if frames[index] is None:
+            raise RuntimeError(f"{self.vec.spec.id if self.vec.spec else 'this env'} returned no frame; it needs render_mode='rgb_array'")
+        return np.asarray(frames[index])
+
+    def close(self) -> None:
+        self.vec.close()

@@ -1,0 +1,142 @@
+"""The batched-env interface every backend implements: N copies of one task, torch tensors in and out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlft.config import ConfigError
+
+StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]
+
+
+class BatchedEnv(ABC):
+    """``n_envs`` copies of one task stepped together.
+
+    ``reset()`` returns obs (N, obs_dim); ``step(actions)`` takes actions (N, act_dim) on any device and
+    returns obs (N, obs_dim), reward (N,), terminated (N,) bool, truncated (N,) bool and an info dict,
+    all on ``device`` (obs and reward in ``dtype``). Autoreset happens in the same step: for a sub-env
+    whose episode ended, ``obs[i]`` is the new episode's first observation and ``info["final_obs"][i]``
+    the ended episode's last one (rows of running sub-envs equal ``obs``); ``info["done"]`` is
+    ``terminated | truncated``. A seed given to the constructor seeds the first ``reset()``; sub-env
+    ``i`` gets ``seed + i``, as in gymnasium's vector envs. Finished episodes are counted inside the env
+    and handed out by :meth:`pop_episodes`.
+
+    Backends implement ``_reset`` and ``_step``; everything shared (checks, episode statistics) is here.
+    """
+
+    backend: str = ""
+
+    def __init__(
+        self,
+        n_envs: int,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        max_episode_steps: int | None,
+        seed: int | None,
+        device: str | torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        if not isinstance(observation_space, gym.spaces.Box) or not isinstance(action_space, gym.spaces.Box):
+            raise ConfigError(f"batched envs need Box observation and action spaces, got {observation_space} and {action_space}")
+        if len(observation_space.shape) != 1 or len(action_space.shape) != 1:
+            raise ConfigError(f"batched envs need flat observations and actions, got shapes {observation_space.shape} and {action_space.shape}")
+        self.n_envs = int(n_envs)
+        self.single_observation_space = observation_space
+        self.single_action_space = action_space
+        self.obs_dim = int(observation_space.shape[0])
+        self.act_dim = int(action_space.shape[0])
+        self.max_episode_steps = max_episode_steps
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.action_low = torch.as_tensor(action_space.low, dtype=dtype, device=self.device)
+        self.action_high = torch.as_tensor(action_space.high, dtype=dtype, device=self.device)
+        self._pending_seed = seed
+        self._episode_return = torch.zeros(self.n_envs, dtype=torch.float64, device=self.device)
+        self._episode_length = torch.zeros(self.n_envs, dtype=torch.int64, device=self.device)
+        self._finished: list[dict[str, Any]] = []
+
+    # ---- the interface ------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Start new episodes in every sub-env; returns obs (N, obs_dim) and an empty info dict."""
+        if seed is None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        obs = self._reset(seed)
+        self._episode_return.zero_()
+        self._episode_length.zero_()
+        return obs, {}
+
+    def step(self, actions: torch.Tensor | np.ndarray, active: torch.Tensor | None = None) -> StepResult:
+        """Apply actions (N, act_dim) and return (obs, reward, terminated, truncated, info).
+
+        ``active`` (N,) bool, optional: only those sub-envs step; the others keep their state and
+        return their current obs, reward 0, not done (the action-chunk wrapper uses this).
+        """
+        actions = torch.as_tensor(actions).detach()
+        if tuple(actions.shape) != (self.n_envs, self.act_dim):
+            raise ValueError(f"actions must have shape (n_envs, act_dim) = ({self.n_envs}, {self.act_dim}), got {tuple(actions.shape)}")
+        if active is not None:
+            active = torch.as_tensor(active, dtype=torch.bool, device=self.device)
+            if tuple(active.shape) != (self.n_envs,):
+                raise ValueError(f"active must have shape (n_envs,) = ({self.n_envs},), got {tuple(active.shape)}")
+        obs, reward, terminated, truncated, final_obs, success = self._step(actions, active)
+        done = terminated | truncated
+        self._record(reward, done, active, success)
+        return obs, reward, terminated, truncated, {"final_obs": final_obs, "done": done}
+
+    def pop_episodes(self) -> list[dict[str, Any]]:
+        """Episodes finished since the last call: ``{"return": float, "length": int, "success": bool | None}``."""
+        finished, self._finished = self._finished, []
+        return finished
+
+    def render(self, index: int = 0) -> np.ndarray:
+        """One RGB frame (H, W, 3) uint8 of sub-env ``index``."""
+        raise RuntimeError(f"the {self.backend} backend cannot render")
+
+    def close(self) -> None:
+        """Release threads, processes and renderers."""
+
+    # ---- for backends -------------------------------------------------------------------------
+    @abstractmethod
+    def _reset(self, seed: int | None) -> torch.Tensor:
+        """Reset every sub-env (sub-env i seeded with seed + i when seed is given); obs (N, obs_dim)."""
+
+    @abstractmethod
+    def _step(
+        self, actions: torch.Tensor, active: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray | None]:
+        """Step (the active) sub-envs with autoreset: obs, reward, terminated, truncated, final_obs, success.
+
+        ``success`` is None when the task has no success signal, else (N,) bool for finished episodes.
+        """
+
+    def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A numpy array as a tensor on this env's device (obs and rewards in the env's dtype)."""
+        return torch.from_numpy(array).to(device=self.device, dtype=dtype or self.dtype)
+
+    def _record(self, reward: torch.Tensor, done: torch.Tensor, active: torch.Tensor | None, success: np.ndarray | None) -> None:
+        self._episode_return += reward
+        self._episode_length += 1 if active is None else active
+        if not bool(done.any()):
+            return
+        ended = torch.nonzero(done).flatten().tolist()
+        returns = self._episode_return[ended].tolist()
+        lengths = self._episode_length[ended].tolist()
+        for k, i in enumerate(ended):
+            self._finished.append({"return": returns[k], "length": lengths[k], "success": None if success is None else bool(success[i])})
+        self._episode_return[done] = 0.0
+        self._episode_length[done] = 0
+
+    def __enter__(self) -> BatchedEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n_envs={self.n_envs}, obs_dim={self.obs_dim}, act_dim={self.act_dim}, device={self.device})"

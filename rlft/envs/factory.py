@@ -1,0 +1,78 @@
+"""``make``: a batched env by short name or gymnasium id, on the fastest backend that runs the task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlft.config import ConfigError
+from rlft.envs.base import BatchedEnv
+from rlft.envs.registry import env_id
+
+BACKENDS = ("auto", "native", "gpu", "gymnasium", "gymnasium_async")
+
+
+def make(
+    name: str,
+    n_envs: int,
+    backend: str = "auto",
+    seed: int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    threads: int | None = None,
+    **env_kwargs: Any,
+) -> BatchedEnv:
+    """``n_envs`` copies of ``name`` (``hopper`` or any gymnasium id) as one :class:`BatchedEnv`.
+
+    backend: ``native`` (batched MuJoCo threads; Hopper, Walker2d, HalfCheetah, Ant v5), ``gpu`` (MJX,
+    data stays on the GPU), ``gymnasium`` / ``gymnasium_async`` (gymnasium's sync / async vector env,
+    any id), or ``auto``: ``gpu`` when ``device`` is CUDA and MJX runs there, else ``native`` when it
+    supports the task and ``env_kwargs``, else ``gymnasium``. ``threads``: physics threads of the native
+    backend (default: every core this process may use). ``env_kwargs`` go to the task (gymnasium's
+    keyword names, plus ``max_episode_steps``).
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    if not isinstance(n_envs, int) or isinstance(n_envs, bool) or n_envs < 1:
+        raise ConfigError(f"n_envs must be a positive integer, got {n_envs!r}")
+    gym_id = env_id(name)
+    if backend == "auto":
+        backend = _auto_backend(gym_id, torch.device(device), env_kwargs)
+    if backend == "native":
+        from rlft.envs.backends.native import NativeMujocoEnv
+
+        _check_locomotion(backend, gym_id)
+        return NativeMujocoEnv(gym_id, n_envs, seed=seed, device=device, dtype=dtype, threads=threads, **env_kwargs)
+    if backend == "gpu":
+        from rlft.envs.backends.mjx import MjxEnv
+
+        _check_locomotion(backend, gym_id)
+        return MjxEnv(gym_id, n_envs, seed=seed, device=device, dtype=dtype, **env_kwargs)
+    from rlft.envs.backends.gym_vector import GymVectorEnv
+
+    return GymVectorEnv(gym_id, n_envs, asynchronous=backend == "gymnasium_async", seed=seed, device=device, dtype=dtype, **env_kwargs)
+
+
+def _check_locomotion(backend: str, gym_id: str) -> None:
+    from rlft.envs.backends.locomotion import TASKS
+
+    if gym_id not in TASKS:
+        raise ConfigError(f"the {backend} backend runs {', '.join(TASKS)}, not {gym_id}; use backend=gymnasium")
+
+
+def _auto_backend(gym_id: str, device: torch.device, env_kwargs: dict[str, Any]) -> str:
+    from rlft.envs.backends.locomotion import TASKS, task_params
+
+    supported = gym_id in TASKS
+    if supported:
+        try:
+            task_params(TASKS[gym_id], env_kwargs)
+        except ConfigError:
+            supported = False
+    if supported and device.type == "cuda":
+        from rlft.envs.backends.mjx import gpu_available
+
+        if gpu_available():
+            return "gpu"
+    return "native" if supported else "gymnasium"

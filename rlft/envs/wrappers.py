@@ -1,0 +1,158 @@
+"""Wrappers over a :class:`BatchedEnv`: action chunks, observation history, a single-env gymnasium view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlft.envs.base import BatchedEnv, StepResult
+
+
+class _Delegating:
+    """Attributes not defined by the wrapper (n_envs, act_dim, pop_episodes, render, ...) come from the env."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "env":
+            raise AttributeError(name)
+        return getattr(self.env, name)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class ObsHistory(_Delegating):
+    """Observations as the last ``n_obs_steps`` env observations: obs (N, T, obs_dim), oldest first.
+
+    At an episode's start the history repeats its first observation. ``info["final_obs"]`` holds the
+    ended episode's history with its true last observation. Sub-envs that sit out a masked step keep
+    their history. Wrap it inside :class:`ActionChunk` (``ActionChunk(ObsHistory(env, T), k)``) so the
+    history advances once per env step.
+    """
+
+    def __init__(self, env: Any, n_obs_steps: int) -> None:
+        if n_obs_steps < 1:
+            raise ValueError(f"n_obs_steps must be >= 1, got {n_obs_steps}")
+        super().__init__(env)
+        self.n_obs_steps = int(n_obs_steps)
+        self._history: torch.Tensor | None = None
+
+    def _fresh(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs.unsqueeze(1).expand(-1, self.n_obs_steps, *obs.shape[1:]).clone()
+
+    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed)
+        self._history = self._fresh(obs)
+        return self._history.clone(), info
+
+    def step(self, actions: torch.Tensor, active: torch.Tensor | None = None) -> StepResult:
+        if self._history is None:
+            raise RuntimeError("call reset() before step()")
+        obs, reward, terminated, truncated, info = self.env.step(actions, active)
+        shifted = torch.cat([self._history[:, 1:], info["final_obs"].unsqueeze(1)], dim=1)
+        final = shifted if active is None else torch.where(active.view(-1, *[1] * (shifted.dim() - 1)), shifted, self._history)
+        done = info["done"]
+        self._history = torch.where(done.view(-1, *[1] * (final.dim() - 1)), self._fresh(obs), final)
+        return self._history.clone(), reward, terminated, truncated, {**info, "final_obs": final}
+
+
+class ActionChunk(_Delegating):
+    """Executes the first ``act_steps`` actions of each predicted chunk (N, H, act_dim), H >= act_steps.
+
+    ``step(chunk)`` returns obs after the chunk, reward (N,) = the plain sum of the rewards of the
+    executed env steps, terminated / truncated (N,) = whether the episode ended inside the chunk, and
+    info with ``final_obs`` (the ended episode's last obs; else equal to obs), ``done`` and ``steps``
+    (N,) int64, the env steps each sub-env actually took. A sub-env whose episode ends inside the chunk
+    sits out the rest of it (masked steps), so no leftover action touches its new episode; its obs is
+    the new episode's first obs.
+
+    Discounting: the algorithm treats one chunk as one step, so the return is
+    ``chunk_reward + gamma * V(next obs)`` with one ``gamma`` per chunk (as DPPO does); a caller that
+    wants per-env-step discounting uses ``gamma ** steps`` instead and discounts within the chunk itself.
+    """
+
+    def __init__(self, env: Any, act_steps: int) -> None:
+        if act_steps < 1:
+            raise ValueError(f"act_steps must be >= 1, got {act_steps}")
+        super().__init__(env)
+        self.act_steps = int(act_steps)
+
+    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.env.reset(seed=seed)
+
+    def step(self, chunk: torch.Tensor | np.ndarray) -> StepResult:
+        chunk = torch.as_tensor(chunk)
+        n, act_dim = self.env.n_envs, self.env.act_dim
+        if chunk.dim() != 3 or chunk.shape[0] != n or chunk.shape[2] != act_dim or chunk.shape[1] < self.act_steps:
+            expected = f"({n}, >={self.act_steps}, {act_dim})"
+            raise ValueError(f"action chunks must have shape (n_envs, H >= act_steps, act_dim) = {expected}, got {tuple(chunk.shape)}")
+        device = self.env.device
+        running = torch.ones(n, dtype=torch.bool, device=device)
+        total = torch.zeros(n, dtype=self.env.dtype, device=device)
+        steps = torch.zeros(n, dtype=torch.int64, device=device)
+        terminated = torch.zeros(n, dtype=torch.bool, device=device)
+        truncated = torch.zeros_like(terminated)
+        final_obs: torch.Tensor | None = None
+        for k in range(self.act_steps):
+            active = None if k == 0 or bool(running.all()) else running
+            obs, reward, term, trunc, info = self.env.step(chunk[:, k], active)
+            total += reward  # 0 for sub-envs that sat out
+            steps += running
+            terminated |= term
+            truncated |= trunc
+            ended = info["done"].view(-1, *[1] * (obs.dim() - 1))
+            final_obs = info["final_obs"] if final_obs is None else torch.where(ended, info["final_obs"], final_obs)
+            running &= ~info["done"]
+            if not bool(running.any()):
+                break
+        finished = (terminated | truncated).view(-1, *[1] * (obs.dim() - 1))
+        final_obs = torch.where(finished, final_obs, obs)
+        return obs, total, terminated, truncated, {"final_obs": final_obs, "done": terminated | truncated, "steps": steps}
+
+
+class SingleEnv(gym.Env):
+    """A gymnasium ``Env`` view of a one-env :class:`BatchedEnv` (numpy in and out), for libraries
+    that take a single gymnasium env (stable-baselines3's own vectorisation, env checkers).
+
+    The batched env resets a finished episode by itself; the next ``reset()`` without a seed returns
+    that new episode's first observation, so the random streams match a plain gymnasium env.
+    """
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, env: BatchedEnv) -> None:
+        if env.n_envs != 1:
+            raise ValueError(f"SingleEnv needs a batched env with n_envs=1, got {env.n_envs}")
+        self.env = env
+        dtype = np.float64 if env.dtype == torch.float64 else np.float32
+        space = env.single_observation_space
+        self.observation_space = gym.spaces.Box(space.low.astype(dtype), space.high.astype(dtype), dtype=dtype)
+        self.action_space = env.single_action_space
+        self.render_mode = "rgb_array"
+        self._next_obs: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is None and self._next_obs is not None:
+            obs, self._next_obs = self._next_obs, None
+            return obs, {}
+        obs, info = self.env.reset(seed=seed)
+        self._next_obs = None
+        return obs[0].cpu().numpy(), info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(torch.as_tensor(np.asarray(action, dtype=self.action_space.dtype)).view(1, -1))
+        done = bool(info["done"][0])
+        self._next_obs = obs[0].cpu().numpy() if done else None
+        return info["final_obs"][0].cpu().numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+
+    def render(self) -> np.ndarray:
+        return self.env.render(0)
+
+    def close(self) -> None:
+        self.env.close()

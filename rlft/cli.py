@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -157,6 +158,57 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- eval -----------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    cfg = compose("eval", args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    if not cfg.run:
+        raise ConfigError("eval needs the run folder: rlft eval run=runs/<name>")
+    folder = Path(cfg.run)
+    if not (folder / "config.yaml").is_file():
+        raise FileNotFoundError(f"{folder}: not a run folder (no config.yaml)")
+    if cfg.weights not in ("ema", "policy"):
+        raise ConfigError(f"weights={cfg.weights}: choose ema or policy")
+    if args.video:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before MuJoCo renders
+
+    import torch
+
+    from rlft.policies.policy import load_policy
+    from rlft.runtime.evaluate import evaluate, reference_returns
+    from rlft.runtime.seeding import set_threads
+
+    set_threads(cfg.threads)
+    run_cfg = OmegaConf.load(folder / "config.yaml")
+    policy = load_policy(folder, weights=cfg.weights, checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None).to(torch.device(cfg.device))
+    env_name = run_cfg.get("data", {}).get("env") or run_cfg.env.name
+    video = folder / "videos" / f"eval-seed{cfg.seed}.mp4" if args.video else None
+    result = evaluate(
+        policy,
+        env_name,
+        int(cfg.n_episodes),
+        int(cfg.seed),
+        backend=cfg.backend,
+        steps=cfg.steps,
+        n_envs=int(cfg.n_envs),
+        refs=reference_returns(run_cfg),
+        video=video,
+    )
+    result = {"run": str(folder), "env": env_name, "steps": cfg.steps or policy.head.steps, **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        score = f", normalized score {result['normalized_score']:.1f}" if result["normalized_score"] is not None else ""
+        print(f"{folder}: return {result['return_mean']:.1f} +- {result['return_std']:.1f} over {result['episodes']} episodes{score}")
+    return 0
+
+
 # ---- bench ----------------------------------------------------------------------------------
 def cmd_bench_rollout(args: argparse.Namespace) -> int:
     from rlft.envs.bench import bench_rollout, summary_line
@@ -224,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_pretrain)
 
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained policy in its env",
+        description="Run the policy of a run folder in its env (batched) and summarise returns, normalized score,\n"
+        "success rate and speed. Overrides as in configs/eval.yaml.\n\n"
+        "example: rlft eval run=runs/pretrain-diffusion_mlp-hopper n_episodes=20 steps=10 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=OVERRIDE_HELP)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--video", action="store_true", help="also write an mp4 of the first sub-env's first episode into <run>/videos/")
+    p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("bench", help="speed benchmarks", description="Measure how fast parts of rlft run on this machine.")
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT", parser_class=_Parser)
     q = bench_sub.add_parser(
@@ -243,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from rlft.datasets.store import DatasetError
+    from rlft.runtime.run import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
@@ -250,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"rlft: error: {e}", file=sys.stderr)
         return 2
-    except (DatasetError, FileNotFoundError) as e:
+    except (DatasetError, CheckpointError, FileNotFoundError) as e:
         print(f"rlft: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; MuJoCo reads it when first imported
 
 import numpy as np
 import pytest

@@ -220,7 +220,7 @@ def load_policy(run_dir: str | Path, weights: str = "ema", checkpoint: Path | No
     """The policy of a run folder with the weights of its newest checkpoint (``weights``: ema or policy)."""
     from safetensors.torch import load_file
 
-    from rlft.runtime.run import CKPT_PREFIX
+    from rlft.runtime.run import CKPT_PREFIX, CheckpointError
 
     folder = Path(run_dir)
     spec_path = folder / SPEC_FILE
@@ -239,9 +239,9 @@ def load_policy(run_dir: str | Path, weights: str = "ema", checkpoint: Path | No
     prefix = {"ema": "ema.model.", "policy": "policy."}[weights]
     sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not sd:
-        raise ValueError(f"{path}: no '{weights}' weights in this checkpoint (it has: {', '.join(sorted({k.split('.')[0] for k in tensors}))})")
+        raise CheckpointError(f"{path}: no '{weights}' weights in this checkpoint (it has: {', '.join(sorted({k.split('.')[0] for k in tensors}))})")
     missing = set(policy.state_dict()) - set(sd)
     if missing:
-        raise ValueError(f"{path}: no weights for {sorted(missing)[0]} (and {len(missing) - 1} more); the checkpoint does not match {SPEC_FILE}")
+        raise CheckpointError(f"{path}: no weights for {sorted(missing)[0]} (and {len(missing) - 1} more); the checkpoint does not match {SPEC_FILE}")
     policy.load_state_dict(sd, strict=True)
     return policy.eval()

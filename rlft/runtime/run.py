@@ -78,6 +78,10 @@ def read_metrics(folder: str | Path) -> list[dict[str, float]]:
     return rows
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model it is loaded into; the message says which weights."""
+
+
 class Run:
     """A run folder: config, metrics, checkpoints. Create it with :meth:`Run.start`."""
 
@@ -178,7 +182,7 @@ def load_weights(path: Path, modules: Mapping[str, torch.nn.Module]) -> None:
         sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         missing = set(m.state_dict()) - set(sd)
         if missing:
-            raise ValueError(f"{path}: no weights for {name}.{sorted(missing)[0]} (and {len(missing) - 1} more); wrong checkpoint for this model")
+            raise CheckpointError(f"{path}: no weights for {name}.{sorted(missing)[0]} (and {len(missing) - 1} more); wrong checkpoint for this model")
         m.load_state_dict(sd, strict=False)
 
 

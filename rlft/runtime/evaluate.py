@@ -1,0 +1,130 @@
+"""The one evaluation routine: run a policy in batched envs for a number of episodes and summarise.
+
+Episodes are assigned to sub-envs up front (sub-env i runs episodes i, i + N, ...), so the result
+does not favour short episodes the way "the first n episodes to finish" would.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from rlft.envs import make
+from rlft.envs.registry import normalized_score
+from rlft.envs.wrappers import ActionChunk, ObsHistory
+
+
+def reference_returns(cfg: DictConfig) -> tuple[float, float] | None:
+    """(random, expert) returns for normalized scores: the training dataset's own, else the env's D4RL ones."""
+    from rlft.datasets.store import EpisodeStore
+
+    if "data" in cfg and cfg.data.get("path"):
+        refs = EpisodeStore(cfg.data.path).meta.get("ref_returns")
+        if refs:
+            return float(refs["random"]), float(refs["expert"])
+    if "env" in cfg and cfg.env.get("d4rl_ref"):
+        return float(cfg.env.d4rl_ref.random), float(cfg.env.d4rl_ref.expert)
+    return None
+
+
+@torch.no_grad()
+def evaluate(
+    policy: Any,
+    env_name: str,
+    episodes: int,
+    seed: int,
+    backend: str = "auto",
+    steps: int | None = None,
+    n_envs: int | None = None,
+    refs: tuple[float, float] | None = None,
+    video: Path | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return ``{return_mean, return_std, normalized_score, success_rate, episodes, env_steps_per_s, ...}``.
+
+    ``policy`` is anything with ``sample(obs, steps=..., stochastic=..., generator=...)`` returning
+    action chunks and ``obs_horizon``/``act_steps`` attributes (a :class:`Policy` or an exported one).
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1 (got {episodes})")
+    n_envs = min(episodes, n_envs or episodes)
+    quota = np.full(n_envs, episodes // n_envs) + (np.arange(n_envs) < episodes % n_envs)
+    device = getattr(getattr(policy, "action_norm", None), "center", torch.zeros(0)).device
+    base = make(env_name, n_envs, backend=backend, seed=seed, device=device, **dict(env_kwargs or {}))
+    env = ActionChunk(ObsHistory(base, policy.obs_horizon), policy.act_steps)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    stochastic = bool(getattr(getattr(policy, "head", None), "default_stochastic", False))
+    frames: list[np.ndarray] = []
+    counted: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]  # episodes per sub-env, in order
+    env_steps = 0
+    try:
+        obs, _ = env.reset(seed=seed)
+        start = time.perf_counter()
+        while any(len(c) < q for c, q in zip(counted, quota)):
+            chunk = policy.sample(obs, steps=steps, stochastic=stochastic, generator=generator)
+            obs, _, _, _, info = env.step(chunk)
+            if video is not None and not counted[0]:
+                frames.append(base.render(0))
+            env_steps += int(info["steps"].sum())
+            for episode in base.pop_episodes():
+                if len(counted[episode["env"]]) < quota[episode["env"]]:
+                    counted[episode["env"]].append(episode)
+        elapsed = time.perf_counter() - start
+    finally:
+        env.close()
+    episodes_done = [e for per_env in counted for e in per_env]
+    flat = np.array([e["return"] for e in episodes_done])
+    successes = [e["success"] for e in episodes_done if e["success"] is not None]
+    result: dict[str, Any] = {
+        "return_mean": float(flat.mean()),
+        "return_std": float(flat.std()),
+        "normalized_score": float(normalized_score(flat.mean(), *refs)) if refs else None,
+        "success_rate": float(np.mean(successes)) if successes else None,
+        "episodes": int(len(flat)),
+        "length_mean": float(np.mean([e["length"] for e in episodes_done])),
+        "env_steps": env_steps,
+        "env_steps_per_s": env_steps / elapsed,
+    }
+    if video is not None:
+        result["video"] = str(write_video(video, frames, fps=1.0 / (getattr(base, "dt", 1 / 30) * policy.act_steps)))
+    return result
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
+    """Frames [H, W, 3] uint8 -> an H.264 mp4 (the ffmpeg binary that imageio-ffmpeg ships), written atomically."""
+    import imageio_ffmpeg
+
+    from rlft.runtime.io import atomic_write
+
+    if not frames:
+        raise ValueError("no frames to write")
+    height, width = frames[0].shape[:2]
+
+    def encode(tmp: Path) -> None:
+        writer = imageio_ffmpeg.write_frames(str(tmp), (width, height), fps=fps, codec="libx264", output_params=["-f", "mp4"], macro_block_size=1)
+        writer.send(None)  # start ffmpeg
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+
+    return atomic_write(path, encode)
+
+
+def policy_evaluator(cfg: DictConfig, run: Any) -> Callable[[Any, int], dict[str, float]]:
+    """For training loops: ``evaluate(policy, step)`` with the run's eval settings; returns loggable numbers."""
+    refs = reference_returns(cfg)
+    name = cfg.data.get("env") or cfg.env.name
+
+    def run_eval(policy: Any, step: int) -> dict[str, float]:
+        was_training = policy.training
+        policy.eval()
+        out = evaluate(policy, name, int(cfg.eval.episodes), int(cfg.eval.seed), backend=cfg.eval.backend, refs=refs)
+        policy.train(was_training)
+        return {k: v for k, v in out.items() if isinstance(v, (int, float)) and v is not None}
+
+    return run_eval

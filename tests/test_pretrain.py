@@ -1,0 +1,84 @@
+"""rlft pretrain and rlft eval end to end on the shipped Hopper data, at toy size."""
+
+import json
+
+import pytest
+
+from rlft.cli import main
+
+TINY = [
+    "policy=flow_mlp",
+    "env=hopper",
+    "data=hopper_medium",
+    "policy.backbone.hidden=32",
+    "train.steps=40",
+    "train.log_every=10",
+    "train.checkpoint_every=20",
+    "train.warmup=5",
+    "ema.start=10",
+    "ema.every=1",
+    "eval.episodes=2",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    assert main(["pretrain", *TINY, f"run.dir={runs}", "run.name=tiny"]) == 0
+    return runs / "tiny"
+
+
+def test_pretrain_writes_a_complete_run(trained):
+    assert (trained / "policy.json").is_file() and (trained / "config.yaml").is_file()
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    assert all("loss" in r and "lr" in r for r in rows)
+    assert rows[-1]["eval/episodes"] == 2 and "eval/return_mean" in rows[-1] and "eval/normalized_score" in rows[-1]
+    assert [p.name for p in sorted((trained / "checkpoints").iterdir())] == ["step_000000020", "step_000000040"]
+
+
+def test_eval_prints_one_json_object_and_is_reproducible(trained, capsys):
+    capsys.readouterr()
+    args = ["eval", f"run={trained}", "n_episodes=3", "n_envs=2", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    for key in ("return_mean", "return_std", "normalized_score", "success_rate", "episodes", "env_steps_per_s"):
+        assert key in first
+    assert first["episodes"] == 3 and first["success_rate"] is None and first["steps"] == 4
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["return_mean"] == first["return_mean"]
+    assert main([*args[:-1], "steps=2", "weights=policy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+
+
+def test_eval_video(trained, capsys):
+    assert main(["eval", f"run={trained}", "n_episodes=1", "--video", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    video = trained / "videos" / "eval-seed100000.mp4"
+    assert out["video"] == str(video) and video.stat().st_size > 1000
+    assert video.read_bytes()[4:8] == b"ftyp"  # an mp4 container
+
+
+def test_resume_of_finished_run_keeps_weights(trained, capsys):
+    before = (trained / "checkpoints" / "step_000000040" / "model.safetensors").read_bytes()
+    assert main(["pretrain", *TINY, f"run.dir={trained.parent}", "run.name=tiny", "--resume"]) == 0
+    assert (trained / "checkpoints" / "step_000000040" / "model.safetensors").read_bytes() == before
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["pretrain", "env=walker2d", "data=hopper_medium", f"run.dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "recorded in 'hopper' but env=walker2d" in err and err.count("\n") == 1
+    assert not (tmp_path / "pretrain-diffusion_mlp-hopper").exists()  # nothing written
+    assert main(["pretrain", "data.path=nowhere.zarr", f"run.dir={tmp_path}"]) == 1
+    assert "nowhere.zarr: no such dataset" in capsys.readouterr().err
+    assert main(["pretrain", "policy.obs_keys=[pixels]", f"run.dir={tmp_path}"]) == 2
+    assert "needs key(s) pixels" in capsys.readouterr().err
+    assert main(["eval", f"run={tmp_path}"]) == 1
+    assert "not a run folder" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    assert main(["eval", f"run={tmp_path}"]) == 1
+    assert "no policy.json" in capsys.readouterr().err
+    assert main(["eval", "n_episodes=3"]) == 2
+    assert "eval needs the run folder" in capsys.readouterr().err

@@ -162,17 +162,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from omegaconf import OmegaConf
-
     cfg = compose("eval", args.overrides)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
     if not cfg.run:
-        raise ConfigError("eval needs the run folder: rlft eval run=runs/<name>")
-    folder = Path(cfg.run)
-    if not (folder / "config.yaml").is_file():
-        raise FileNotFoundError(f"{folder}: not a run folder (no config.yaml)")
+        raise ConfigError("eval needs the run folder: rlft eval run=runs/<name> (or a shipped policy's name)")
     if cfg.weights not in ("ema", "policy"):
         raise ConfigError(f"weights={cfg.weights}: choose ema or policy")
     if args.video:
@@ -180,32 +175,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     import torch
 
-    from rlft.policies.policy import load_policy
-    from rlft.runtime.evaluate import evaluate, reference_returns
+    from rlft.policies.policy import POLICIES_DIR, load_policy, read_spec, resolve_policy
+    from rlft.runtime.evaluate import evaluate
     from rlft.runtime.seeding import set_threads
 
     set_threads(cfg.threads)
-    run_cfg = OmegaConf.load(folder / "config.yaml")
+    folder = resolve_policy(cfg.run)
+    meta = read_spec(folder).get("meta", {})
     policy = load_policy(folder, weights=cfg.weights, checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None).to(torch.device(cfg.device))
-    env_name = run_cfg.get("data", {}).get("env") or run_cfg.env.name
-    video = folder / "videos" / f"eval-seed{cfg.seed}.mp4" if args.video else None
+    refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
+    # videos go into the run folder; a shipped policy's go to ./videos (the package stays untouched)
+    video_dir = Path("videos") / folder.name if folder.resolve().is_relative_to(POLICIES_DIR) else folder / "videos"
+    video = video_dir / f"eval-seed{cfg.seed}.mp4" if args.video else None
     result = evaluate(
-        policy,
-        env_name,
-        int(cfg.n_episodes),
-        int(cfg.seed),
-        backend=cfg.backend,
-        steps=cfg.steps,
-        n_envs=int(cfg.n_envs),
-        refs=reference_returns(run_cfg),
-        video=video,
+        policy, meta["env"], int(cfg.n_episodes), int(cfg.seed), backend=cfg.backend, steps=cfg.steps, n_envs=int(cfg.n_envs), refs=refs, video=video
     )
-    result = {"run": str(folder), "env": env_name, "steps": cfg.steps or policy.head.steps, **result}
+    result = {"run": str(folder), "env": meta["env"], "steps": cfg.steps or policy.head.steps, **result}
     if args.json:
         print(json.dumps(result))
     else:
         score = f", normalized score {result['normalized_score']:.1f}" if result["normalized_score"] is not None else ""
-        print(f"{folder}: return {result['return_mean']:.1f} +- {result['return_std']:.1f} over {result['episodes']} episodes{score}")
+        video_note = f"; video: {result['video']}" if "video" in result else ""
+        print(f"{folder}: return {result['return_mean']:.1f} +- {result['return_std']:.1f} over {result['episodes']} episodes{score}{video_note}")
     return 0
 
 

@@ -10,7 +10,7 @@ from rlft.policies.backbones import ResidualMLP
 from rlft.policies.chain import StdFloor
 from rlft.policies.encoders import random_shift
 from rlft.policies.heads import MeanFlow
-from rlft.policies.policy import Policy, load_policy, write_spec
+from rlft.policies.policy import Policy, load_policy, save_policy, write_spec
 
 HEADS = {
     "diffusion": {"type": "diffusion", "train_steps": 10, "steps": 10, "schedule": "cosine", "eta": 1.0},
@@ -263,7 +263,7 @@ def test_spec_and_weights_round_trip(tmp_path):
         policy.action_norm.center.fill_(0.25)
     ema = EMA(policy, decay=0.5, every=1)
     run = Run.start(OmegaConf.create({"run": {"dir": str(tmp_path), "name": "r"}}))
-    write_spec(run.folder, policy)
+    write_spec(run.folder, policy, {"env": "hopper"})
     run.save_checkpoint(1, {"policy": policy, "ema": ema})
     assert json.loads((run.folder / "policy.json").read_text())["action_dim"] == 2
     loaded = load_policy(run.folder)
@@ -272,6 +272,13 @@ def test_spec_and_weights_round_trip(tmp_path):
     assert loaded.action_norm.center[0] == 0.25
     with pytest.raises(FileNotFoundError, match="no policy.json"):
         load_policy(tmp_path)
+    # a self-contained policy folder (what rlft ships) loads the same weights
+    save_policy(loaded, tmp_path / "packed", {"env": "hopper"})
+    assert sorted(p.name for p in (tmp_path / "packed").iterdir()) == ["policy.json", "policy.safetensors"]
+    packed = load_policy(tmp_path / "packed")
+    assert torch.equal(packed.sample(obs, noise=noise), loaded.sample(obs, noise=noise))
+    with pytest.raises(FileNotFoundError, match="no such run or policy folder"):
+        load_policy(tmp_path / "missing")
 
 
 def test_ema_follows_then_averages():

@@ -30,6 +30,8 @@ def trained(tmp_path_factory):
 
 def test_pretrain_writes_a_complete_run(trained):
     assert (trained / "policy.json").is_file() and (trained / "config.yaml").is_file()
+    meta = json.loads((trained / "policy.json").read_text())["meta"]
+    assert meta["env"] == "hopper" and meta["data"] == "hopper-v5-medium" and set(meta["ref_returns"]) == {"random", "expert"}
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
     assert all("loss" in r and "lr" in r for r in rows)
@@ -75,9 +77,8 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert "nowhere.zarr: no such dataset" in capsys.readouterr().err
     assert main(["pretrain", "policy.obs_keys=[pixels]", f"run.dir={tmp_path}"]) == 2
     assert "needs key(s) pixels" in capsys.readouterr().err
-    assert main(["eval", f"run={tmp_path}"]) == 1
-    assert "not a run folder" in capsys.readouterr().err
-    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    assert main(["eval", f"run={tmp_path / 'gone'}"]) == 1
+    assert "no such run or policy folder" in capsys.readouterr().err
     assert main(["eval", f"run={tmp_path}"]) == 1
     assert "no policy.json" in capsys.readouterr().err
     assert main(["eval", "n_episodes=3"]) == 2

@@ -17,6 +17,7 @@ from rlft.datasets.sampler import WindowSampler
 from rlft.datasets.store import EpisodeStore
 from rlft.policies.ema import EMA
 from rlft.policies.policy import Policy, policy_from_store, write_spec
+from rlft.runtime.evaluate import reference_returns
 from rlft.runtime.run import Run
 from rlft.runtime.seeding import seed_everything
 from rlft.runtime.trainer import fit
@@ -44,7 +45,14 @@ def pretrain(cfg: DictConfig, run: Run, evaluate: Callable[[Policy, int], Mappin
     store = EpisodeStore(cfg.data.path)
     policy = policy_from_store(cfg.policy, store).to(device)
     sampler = WindowSampler(store, obs_keys=list(cfg.policy.obs_keys), obs_horizon=policy.obs_horizon, horizon=policy.horizon)
-    write_spec(run.folder, policy)
+    refs = reference_returns(cfg)
+    meta = {
+        "env": cfg.data.get("env") or cfg.env.name,
+        "ref_returns": {"random": refs[0], "expert": refs[1]} if refs else None,
+        "data": str(cfg.data.path),
+        "source": f"rlft pretrain, run {run.folder}",
+    }
+    write_spec(run.folder, policy, meta)
     ema = EMA(policy, decay=cfg.ema.decay, every=cfg.ema.every, start=cfg.ema.start)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.train.warmup, cfg.train.steps, cfg.train.min_lr / cfg.train.lr))

@@ -134,7 +134,7 @@ def record(policy: Policy, env_name: str, steps: int, n_envs: int, seed: int, de
             for i, env in enumerate(envs):
                 next_obs, reward, terminated, truncated, _ = env.step(actions[i])
                 ep = running[i]
-                for key, value in (("obs", obs[i]), ("action", actions[i]), ("reward", reward), ("terminated", terminated), ("truncated", truncated)):
+                for key, value in (("obs", obs[i].copy()), ("action", actions[i]), ("reward", reward), ("terminated", terminated), ("truncated", truncated)):
                     ep[key].append(value)
                 if terminated or truncated:
                     finished.append(ep)

@@ -210,33 +210,74 @@ def policy_from_store(cfg: Mapping[str, Any], store: Any) -> Policy:
     return Policy(cfg, {k: shapes[k] for k in cfg["obs_keys"]}, shapes["action"][0], stats)
 
 
-def write_spec(folder: Path, policy: Policy) -> None:
+POLICIES_DIR = Path(__file__).resolve().parent.parent / "assets" / "policies"
+WEIGHTS_FILE = "policy.safetensors"
+
+
+def write_spec(folder: str | Path, policy: Policy, meta: Mapping[str, Any]) -> None:
+    """``policy.json``: the architecture plus ``meta`` (``env``, ``ref_returns``, where it came from)."""
     from rlft.runtime.io import atomic_write_json
 
-    atomic_write_json(Path(folder) / SPEC_FILE, policy.spec())
+    atomic_write_json(Path(folder) / SPEC_FILE, {**policy.spec(), "meta": dict(meta)})
 
 
-def load_policy(run_dir: str | Path, weights: str = "ema", checkpoint: Path | None = None) -> Policy:
-    """The policy of a run folder with the weights of its newest checkpoint (``weights``: ema or policy)."""
+def resolve_policy(path: str | Path) -> Path:
+    """A run or policy folder as given, or the name of a policy shipped with rlft."""
+    p = Path(path)
+    if p.exists():
+        return p
+    if (POLICIES_DIR / p.name).is_dir():
+        return POLICIES_DIR / p.name
+    shipped = sorted(d.name for d in POLICIES_DIR.iterdir() if d.is_dir()) if POLICIES_DIR.is_dir() else []
+    raise FileNotFoundError(f"{path}: no such run or policy folder; shipped policies: {', '.join(shipped) or 'none'}")
+
+
+def read_spec(folder: str | Path) -> dict[str, Any]:
+    """The ``policy.json`` of a run or policy folder (or shipped policy name)."""
+    folder = resolve_policy(folder)
+    spec_path = folder / SPEC_FILE
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{folder}: no {SPEC_FILE}; not a policy run folder (train one with `rlft pretrain`)")
+    return json.loads(spec_path.read_text())
+
+
+def save_policy(policy: Policy, folder: str | Path, meta: Mapping[str, Any]) -> Path:
+    """A self-contained policy folder: ``policy.json`` + ``policy.safetensors`` (what rlft ships), atomically."""
+    from safetensors.torch import save_file
+
+    from rlft.runtime.io import atomic_write_dir
+
+    def fill(tmp: Path) -> None:
+        write_spec(tmp, policy, meta)
+        save_file({k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}, str(tmp / WEIGHTS_FILE))
+
+    return atomic_write_dir(folder, fill)
+
+
+def load_policy(path: str | Path, weights: str = "ema", checkpoint: Path | None = None) -> Policy:
+    """The policy of a policy folder, or of a run folder with the weights of a checkpoint (newest by default).
+
+    ``weights``: ``ema`` (the averaged weights, what is evaluated) or ``policy`` (the raw ones); a policy
+    folder holds one set.
+    """
     from safetensors.torch import load_file
 
     from rlft.runtime.run import CKPT_PREFIX, CheckpointError
 
-    folder = Path(run_dir)
-    spec_path = folder / SPEC_FILE
-    if not spec_path.is_file():
-        raise FileNotFoundError(f"{folder}: no {SPEC_FILE}; not a policy run folder (train one with `rlft pretrain`)")
-    policy = Policy.from_spec(json.loads(spec_path.read_text()))
-    if checkpoint is None:
-        found = sorted((p for p in (folder / "checkpoints").glob(f"{CKPT_PREFIX}*") if (p / "state.json").exists()), key=lambda p: p.name)
-        if not found:
-            raise FileNotFoundError(f"{folder}: no complete checkpoint yet; train longer or resume the run")
-        checkpoint = found[-1]
-    path = Path(checkpoint) / "model.safetensors"
+    folder = resolve_policy(path)
+    policy = Policy.from_spec(read_spec(folder))
+    if (folder / WEIGHTS_FILE).is_file():
+        path, prefix = folder / WEIGHTS_FILE, ""
+    else:
+        if checkpoint is None:
+            found = sorted((p for p in (folder / "checkpoints").glob(f"{CKPT_PREFIX}*") if (p / "state.json").exists()), key=lambda p: p.name)
+            if not found:
+                raise FileNotFoundError(f"{folder}: no complete checkpoint yet; train longer or resume the run")
+            checkpoint = found[-1]
+        path, prefix = Path(checkpoint) / "model.safetensors", {"ema": "ema.model.", "policy": "policy."}[weights]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint weights missing; the checkpoint is incomplete")
     tensors = load_file(str(path))
-    prefix = {"ema": "ema.model.", "policy": "policy."}[weights]
     sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not sd:
         raise CheckpointError(f"{path}: no '{weights}' weights in this checkpoint (it has: {', '.join(sorted({k.split('.')[0] for k in tensors}))})")

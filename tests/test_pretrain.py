@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from rlft.cli import main
 
@@ -83,3 +85,29 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert "no policy.json" in capsys.readouterr().err
     assert main(["eval", "n_episodes=3"]) == 2
     assert "eval needs the run folder" in capsys.readouterr().err
+
+
+def test_pretrain_image_policy_on_camera_data(tmp_path, capsys):
+    """The image preset trains end to end on a store with a uint8 camera key and proprioception."""
+    from conftest import make_episodes
+
+    from rlft.datasets.store import write_episodes
+    from rlft.policies.policy import load_policy
+
+    data, ends = make_episodes([30, 30], obs_dim=11, act_dim=3)
+    data["agentview_image"] = np.random.default_rng(0).integers(0, 256, size=(60, 24, 24, 3), dtype=np.uint8)
+    write_episodes(tmp_path / "cams.zarr", data, ends, {"env": "hopper"})
+    args = ["pretrain", "policy=diffusion_image", f"data.path={tmp_path / 'cams.zarr'}", f"run.dir={tmp_path}", "run.name=img"]
+    small = ["policy.backbone.hidden=32", "policy.encoder.features=8", "train.steps=4", "train.log_every=2", "train.checkpoint_every=4", "eval.episodes=0"]
+    assert main([*args, *small]) == 0
+    policy = load_policy(tmp_path / "img")
+    obs = {"obs": torch.randn(2, 11), "agentview_image": torch.randint(0, 256, (2, 24, 24, 3), dtype=torch.uint8)}
+    assert policy.act(obs).shape == (2, 4, 3)
+
+
+def test_observation_history_policy_runs_in_eval(tmp_path, capsys):
+    """diffusion_unet: history of 2 observations, chunk 8 of which 4 are executed."""
+    args = ["pretrain", "policy=diffusion_unet", "policy.backbone.channels=[16,32]", "policy.head.steps=4", "train.steps=4", "train.log_every=2"]
+    assert main([*args, "train.checkpoint_every=4", "eval.episodes=2", f"run.dir={tmp_path}", "run.name=h"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "h" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["eval/episodes"] == 2 and rows[-1]["eval/env_steps"] > 0

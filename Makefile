@@ -1,5 +1,6 @@
 # Two entry points, both self-contained on a fresh clone with Python 3.11:
-#   make demo   install, then run the main pipeline (record datasets with the shipped experts, inspect them)
+#   make demo   install, then run the main pipeline (record data with the shipped experts, pretrain a flow
+#               policy on it briefly, evaluate the shipped pretrained flow policy)
 #   make test   install, then run the test suite
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -25,7 +26,9 @@ demo: install
 	rm -rf runs/demo-hopper
 	$(BIN)/rlft collect env=hopper run.name=demo-hopper expert.load=hopper-v5-expert expert.load_medium=hopper-v5-medium datasets.steps=20000
 	$(BIN)/rlft data info runs/demo-hopper/data/hopper-v5-medium.zarr.zip
-	$(BIN)/rlft data info hopper-v5-medium
+	rm -rf runs/demo-flow
+	$(BIN)/rlft pretrain policy=flow_mlp data=hopper_medium data.path=runs/demo-hopper/data/hopper-v5-medium.zarr.zip run.name=demo-flow train.steps=3000 train.checkpoint_every=1000
+	$(BIN)/rlft eval run=hopper-v5-medium-flow_mlp n_episodes=20 n_envs=20
 
 test: install
 	$(BIN)/python -m pytest

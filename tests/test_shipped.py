@@ -46,3 +46,26 @@ def test_shipped_expert_is_better_than_medium(env):
     assert 30 < medium.normalized_score(np.mean(medium.episode_returns())) < 60
     pol = ExpertPolicy.load(f"{env}-v5-expert")
     assert pol.act(expert["obs"][:4], deterministic=True).shape == (4, expert.keys["action"][0])
+
+
+def readme_policy_rows() -> list[list[str]]:
+    """Rows of the README table under '## Shipped policies'."""
+    text = (ROOT / "README.md").read_text().split("## Shipped policies", 1)[1].split("\n## ", 1)[0]
+    return [[c.strip().strip("`") for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("| `")]
+
+
+def test_shipped_policies_are_the_readme_ones_and_load():
+    import torch
+
+    from rlft.policies.policy import POLICIES_DIR, load_policy, read_spec
+
+    rows = readme_policy_rows()
+    shipped = sorted(d.name for d in POLICIES_DIR.iterdir() if d.is_dir())
+    assert sorted(r[0] for r in rows) == shipped and len(shipped) >= 3
+    for row in rows:
+        meta = read_spec(row[0])["meta"]
+        assert meta["env"] == "hopper" and meta["data"] == "hopper-v5-medium"
+        assert int(row[2]) == meta["eval"]["steps"] and float(row[3]) == round(meta["eval"]["return_mean"], 1)
+        policy = load_policy(row[0])
+        assert policy.act(torch.zeros(2, 11)).shape == (2, policy.act_steps, 3)
+    assert sum(p.stat().st_size for p in POLICIES_DIR.rglob("*") if p.is_file()) < 10 * 2**20

@@ -118,4 +118,11 @@ def test_atomic_writes_use_normal_permissions(tmp_path):
     os.umask(mask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
     assert (tmp_path / "s.zarr").stat().st_mode & 0o777 == 0o777 & ~mask
+    # files a library creates 0600 inside an atomic folder (safetensors does) get normal permissions too
+    from safetensors.torch import save_file
+
+    from rlft.runtime.io import atomic_write_dir
+
+    atomic_write_dir(tmp_path / "ckpt", lambda d: save_file({"w": __import__("torch").zeros(1)}, str(d / "w.safetensors")))
+    assert (tmp_path / "ckpt" / "w.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

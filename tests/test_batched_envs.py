@@ -1,3 +1,6 @@
+import importlib.util
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -229,3 +232,38 @@ def test_bench_rollout_cli_json(capsys):
     assert result["backend"] == "native" and result["n_envs"] == 4 and result["physics_limit_steps_per_s"] > 0
     assert main(["bench", "rollout", "backend=gpus"]) == 2
     assert "rlft: error: unknown backend 'gpus'" in capsys.readouterr().err
+
+
+def mjx_device():
+    """cuda when MJX has a GPU; cpu only on request (compiling MJX on CPU takes about a minute per task)."""
+    from rlft.envs.backends.mjx import gpu_available
+
+    if importlib.util.find_spec("mujoco.mjx") is None or importlib.util.find_spec("jax") is None:
+        pytest.skip("MJX is not installed (pip install -e .[gpu])")
+    if gpu_available():
+        return "cuda"
+    if not os.environ.get("RLFT_MJX_CPU_TEST"):
+        pytest.skip("no CUDA GPU with MJX; set RLFT_MJX_CPU_TEST=1 to run MJX on CPU (about a minute to compile)")
+    return "cpu"
+
+
+def test_gpu_backend_agrees_with_native_from_the_same_start():
+    device = mjx_device()
+    steps, n = 30, 2
+    gpu = rlft.envs.make("hopper", n, backend="gpu", seed=0, device=device, reset_noise_scale=0.0)
+    cpu = rlft.envs.make("hopper", n, backend="native", seed=0, reset_noise_scale=0.0)
+    gpu_obs, _ = gpu.reset()
+    cpu_obs, _ = cpu.reset()
+    assert gpu_obs.device.type == device
+    torch.testing.assert_close(gpu_obs.cpu(), cpu_obs, atol=1e-5, rtol=0)
+    actions = torch.rand(steps, n, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for t in range(steps):
+        gpu_obs, gpu_reward, gpu_term, _, _ = gpu.step(actions[t].to(device))
+        cpu_obs, cpu_reward, cpu_term, _, _ = cpu.step(actions[t])
+        # MJX is float32 with its own solver: close, not equal
+        torch.testing.assert_close(gpu_obs.cpu(), cpu_obs, atol=2e-2, rtol=0)
+        torch.testing.assert_close(gpu_reward.cpu(), cpu_reward, atol=2e-2, rtol=0)
+    chunked = ActionChunk(gpu, 4)
+    obs, reward, *_, info = chunked.step(torch.zeros(n, 4, 3, device=device))
+    assert obs.device.type == reward.device.type == info["steps"].device.type == device
+    gpu.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from typing import Any
@@ -18,11 +17,13 @@ def bench_rollout(cfg: DictConfig) -> dict[str, Any]:
     """Time ``cfg.steps`` batched steps of uniform-random actions after ``cfg.warmup`` untimed ones.
 
     Returns env steps/s (n_envs x steps / seconds) and ``physics_limit_steps_per_s``: the rate of bare
-    ``mj_step`` x frame skip over as many MjData, on the native backend's threads, from states reached
-    after the same warm-up (None for tasks without a MuJoCo model).
+    ``mj_step`` x frame skip over as many MjData, on the native backend's threads, from the states of
+    a native env after the same warm-up (see :func:`physics_rate`; None for tasks the native backend
+    does not run).
     """
     if cfg.steps < 1 or cfg.warmup < 0:
         raise ConfigError(f"steps must be >= 1 and warmup >= 0, got steps={cfg.steps}, warmup={cfg.warmup}")
+    load_before = os.getloadavg()[0]
     env_kwargs = OmegaConf.to_container(cfg.env.kwargs)
     env = make(cfg.env.name, cfg.n_envs, backend=cfg.backend, seed=cfg.seed, device=cfg.device, threads=cfg.physics_threads, **env_kwargs)
     try:
@@ -62,14 +63,14 @@ def bench_rollout(cfg: DictConfig) -> dict[str, Any]:
         "physics_threads": physics_threads,
         "episodes_finished": episodes,
         "device": str(cfg.device),
-        "load_1min": round(os.getloadavg()[0], 2),
+        "load_1min": round(load_before, 2),  # when the run started
     }
 
 
 def _physics_limit(cfg: DictConfig, env_kwargs: dict[str, Any]) -> tuple[float | None, int]:
     """Bare batched physics rate in policy steps/s for the task's model and frame skip."""
     from rlft.envs.backends.locomotion import TASKS
-    from rlft.envs.backends.native import NativeMujocoEnv, default_threads, physics_rate
+    from rlft.envs.backends.native import NativeMujocoEnv, default_threads, physics_rate, snapshot
     from rlft.envs.registry import env_id
 
     threads = int(cfg.physics_threads or default_threads())
@@ -81,8 +82,7 @@ def _physics_limit(cfg: DictConfig, env_kwargs: dict[str, Any]) -> tuple[float |
         generator = torch.Generator().manual_seed(cfg.seed + 1)
         for _ in range(cfg.warmup):
             env.step(env.action_low + (env.action_high - env.action_low) * torch.rand(env.n_envs, env.act_dim, generator=generator))
-        datas = [copy.copy(d) for d in env.datas]
-        return physics_rate(env.model, env.frame_skip, datas, cfg.steps, threads, seed=cfg.seed), threads
+        return physics_rate(env.model, env.frame_skip, snapshot(env.model, env.datas), cfg.steps, threads, seed=cfg.seed), threads
     finally:
         env.close()
 

@@ -192,6 +192,8 @@ def test_interface_device_dtype_and_spaces():
 
 def test_bad_inputs_give_clear_errors():
     env = rlft.envs.make("hopper", 2, backend="native")
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
+        env.step(torch.zeros(2, 3))
     env.reset()
     with pytest.raises(ValueError, match=r"actions must have shape \(n_envs, act_dim\) = \(2, 3\), got \(3, 2\)"):
         env.step(torch.zeros(3, 2))

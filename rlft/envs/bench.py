@@ -91,5 +91,6 @@ def summary_line(result: dict[str, Any]) -> str:
     """One human-readable line of a :func:`bench_rollout` result."""
     line = f"{result['env']} {result['backend']} n_envs={result['n_envs']}: {result['env_steps_per_s']:.0f} env steps/s"
     if result["physics_limit_steps_per_s"] is not None:
-        line += f" (physics limit {result['physics_limit_steps_per_s']:.0f} on {result['physics_threads']} threads, {result['fraction_of_physics_limit']:.0%})"
+        threads = f"{result['physics_threads']} thread" + ("s" if result["physics_threads"] != 1 else "")
+        line += f" (physics limit {result['physics_limit_steps_per_s']:.0f} on {threads}, {result['fraction_of_physics_limit']:.0%})"
     return line + f"; load {result['load_1min']}"

@@ -103,7 +103,7 @@ class GymVectorEnv(BatchedEnv):
     def render(self, index: int = 0) -> np.ndarray:
         frames = self.vec.call("render")
         if frames[index] is None:
-            raise RuntimeError(f"{self.vec.spec.id if self.vec.spec else 'this env'} returned no frame; it needs render_mode='rgb_array'")
+            raise RuntimeError("the env returned no frame; make it with render_mode='rgb_array'")
         return np.asarray(frames[index])
 
     def close(self) -> None:

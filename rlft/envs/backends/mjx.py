@@ -81,8 +81,6 @@ class MjxEnv(BatchedEnv):
     def _step(self, actions: torch.Tensor, active: torch.Tensor | None):
         import jax
 
-        if self._state is None:
-            raise RuntimeError("call reset() before step()")
         data, elapsed, obs = self._state
         ctrl = self._jax(actions.to(self.device, torch.float32).contiguous())
         mask = self._jax(torch.ones(self.n_envs, dtype=torch.bool, device=self.device) if active is None else active.contiguous())

@@ -68,12 +68,13 @@ def test_native_matches_gymnasium_vector_env(name, steps, kwargs, action_scale, 
 def test_native_episode_statistics_and_auto_seed():
     env = rlft.envs.make("hopper", 2, backend="native", seed=0, dtype=torch.float64)
     env.reset()
-    returns, lengths, episodes = np.zeros(2), np.zeros(2, int), []
+    returns, lengths, episodes, env_order = np.zeros(2), np.zeros(2, int), [], []
     for _ in range(200):
         _, reward, _, _, info = env.step(torch.ones(2, 3))
         returns += reward.numpy()
         lengths += 1
         for i in np.flatnonzero(info["done"].numpy()):
+            env_order.append(int(i))
             episodes.append((returns[i], lengths[i]))
             returns[i], lengths[i] = 0, 0
     popped = env.pop_episodes()
@@ -81,6 +82,7 @@ def test_native_episode_statistics_and_auto_seed():
     assert [p["length"] for p in popped] == [length for _, length in episodes]
     np.testing.assert_allclose([p["return"] for p in popped], [r for r, _ in episodes])
     assert all(p["success"] is None for p in popped)
+    assert [p["env"] for p in popped] == env_order
     # reset(seed) reproduces the same first observation; the constructor's seed was used once
     first, _ = env.reset(seed=0)
     again, _ = env.reset(seed=0)

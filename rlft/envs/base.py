@@ -94,7 +94,7 @@ class BatchedEnv(ABC):
         return obs, reward, terminated, truncated, {"final_obs": final_obs, "done": done}
 
     def pop_episodes(self) -> list[dict[str, Any]]:
-        """Episodes finished since the last call: ``{"return": float, "length": int, "success": bool | None}``."""
+        """Episodes finished since the last call: ``{"env": int, "return": float, "length": int, "success": bool | None}``."""
         finished, self._finished = self._finished, []
         return finished
 
@@ -132,7 +132,7 @@ class BatchedEnv(ABC):
         returns = self._episode_return[ended].tolist()
         lengths = self._episode_length[ended].tolist()
         for k, i in enumerate(ended):
-            self._finished.append({"return": returns[k], "length": lengths[k], "success": None if success is None else bool(success[i])})
+            self._finished.append({"env": i, "return": returns[k], "length": lengths[k], "success": None if success is None else bool(success[i])})
         self._episode_return[done] = 0.0
         self._episode_length[done] = 0
 

@@ -60,7 +60,7 @@ class MjxEnv(BatchedEnv):
 
         spec = setup(gym_id, env_kwargs, "gpu")
         super().__init__(n_envs, spec.observation_space, spec.action_space, spec.max_episode_steps, seed, device, dtype)
-        self.task, self.params, self.frame_skip = spec.task, spec.params, spec.frame_skip
+        self.task, self.params, self.frame_skip, self.dt = spec.task, spec.params, spec.frame_skip, spec.dt
         self._jax_device = _jax_device(self.device)
         self._model = mjx.put_model(spec.model, device=self._jax_device)
         self._step_fn = jax.jit(functools.partial(_step, self._model, spec))

@@ -1,4 +1,3 @@
-import importlib.util
 import os
 
 import gymnasium as gym
@@ -240,9 +239,9 @@ def test_bench_rollout_cli_json(capsys):
 
 def mjx_device():
     """cuda when MJX has a GPU; cpu only on request (compiling MJX on CPU takes about a minute per task)."""
-    from rlft.envs.backends.mjx import gpu_available
+    from rlft.envs.backends.mjx import gpu_available, mjx_installed
 
-    if importlib.util.find_spec("mujoco.mjx") is None or importlib.util.find_spec("jax") is None:
+    if not mjx_installed():
         pytest.skip("MJX is not installed (pip install -e .[gpu])")
     if gpu_available():
         return "cuda"

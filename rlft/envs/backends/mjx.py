@@ -21,9 +21,13 @@ from rlft.envs.backends.locomotion import setup
 from rlft.envs.base import BatchedEnv
 
 
+def mjx_installed() -> bool:
+    return importlib.util.find_spec("jax") is not None and importlib.util.find_spec("mujoco.mjx") is not None
+
+
 def gpu_available() -> bool:
     """CUDA for torch, and MJX with a jax GPU device."""
-    if not torch.cuda.is_available() or importlib.util.find_spec("jax") is None or importlib.util.find_spec("mujoco.mjx") is None:
+    if not torch.cuda.is_available() or not mjx_installed():
         return False
     import jax
 

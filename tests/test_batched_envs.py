@@ -84,6 +84,9 @@ def test_native_episode_statistics_and_auto_seed():
     assert [p["env"] for p in popped] == env_order
     # reset(seed) reproduces the same first observation; the constructor's seed was used once
     first, _ = env.reset(seed=0)
+    kept = first.clone()
+    env.step(torch.ones(2, 3))  # returned tensors are the caller's: later steps leave them alone
+    assert torch.equal(first, kept)
     again, _ = env.reset(seed=0)
     assert torch.equal(first, again)
 

@@ -120,8 +120,8 @@ class BatchedEnv(ABC):
         """
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """A numpy array as a tensor on this env's device (obs and rewards in the env's dtype)."""
-        return torch.from_numpy(array).to(device=self.device, dtype=dtype or self.dtype)
+        """A copy of a numpy array as a tensor on this env's device (obs and rewards in the env's dtype)."""
+        return torch.from_numpy(array).to(device=self.device, dtype=dtype or self.dtype, copy=True)
 
     def _record(self, reward: torch.Tensor, done: torch.Tensor, active: torch.Tensor | None, success: np.ndarray | None) -> None:
         self._episode_return += reward

@@ -100,7 +100,8 @@ class MjxEnv(BatchedEnv):
         return jax.dlpack.from_dlpack(tensor)
 
     def _torch(self, array: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
-        return torch.from_dlpack(array).to(self.device, dtype or self.dtype)
+        # a copy: jax arrays are immutable, and torch code may change its tensors in place
+        return torch.from_dlpack(array).to(self.device, dtype or self.dtype, copy=True)
 
 
 def _fresh(model: Any, spec: Any, key: Any) -> Any:

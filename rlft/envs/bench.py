@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rlft.config import ConfigError
+from rlft.envs.base import BatchedEnv
 from rlft.envs.factory import make
 
 
@@ -28,20 +29,13 @@ def bench_rollout(cfg: DictConfig) -> dict[str, Any]:
     env = make(cfg.env.name, cfg.n_envs, backend=cfg.backend, seed=cfg.seed, device=cfg.device, threads=cfg.physics_threads, **env_kwargs)
     try:
         generator = torch.Generator(device=env.device).manual_seed(cfg.seed)
-        low, span = env.action_low, env.action_high - env.action_low
-
-        def random_actions() -> torch.Tensor:
-            return low + span * torch.rand(env.n_envs, env.act_dim, generator=generator, device=env.device, dtype=env.dtype)
-
-        env.reset()
-        for _ in range(cfg.warmup):
-            env.step(random_actions())
+        warm_up(env, cfg.warmup, generator)
         env.pop_episodes()
         if env.device.type == "cuda":
             torch.cuda.synchronize(env.device)
         start = time.perf_counter()
         for _ in range(cfg.steps):
-            env.step(random_actions())
+            env.step(uniform_actions(env, generator))
         if env.device.type == "cuda":
             torch.cuda.synchronize(env.device)
         seconds = time.perf_counter() - start
@@ -67,6 +61,19 @@ def bench_rollout(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def uniform_actions(env: BatchedEnv, generator: torch.Generator) -> torch.Tensor:
+    """Actions (N, act_dim) uniform in the action bounds."""
+    span = env.action_high - env.action_low
+    return env.action_low + span * torch.rand(env.n_envs, env.act_dim, generator=generator, device=env.device, dtype=env.dtype)
+
+
+def warm_up(env: BatchedEnv, steps: int, generator: torch.Generator) -> None:
+    """Reset, then ``steps`` batched steps of uniform-random actions."""
+    env.reset()
+    for _ in range(steps):
+        env.step(uniform_actions(env, generator))
+
+
 def _physics_limit(cfg: DictConfig, env_kwargs: dict[str, Any]) -> tuple[float | None, int]:
     """Bare batched physics rate in policy steps/s for the task's model and frame skip."""
     from rlft.envs.backends.locomotion import TASKS
@@ -78,10 +85,7 @@ def _physics_limit(cfg: DictConfig, env_kwargs: dict[str, Any]) -> tuple[float |
         return None, threads
     env = NativeMujocoEnv(env_id(cfg.env.name), cfg.n_envs, seed=cfg.seed, threads=threads, **env_kwargs)
     try:
-        env.reset()
-        generator = torch.Generator().manual_seed(cfg.seed + 1)
-        for _ in range(cfg.warmup):
-            env.step(env.action_low + (env.action_high - env.action_low) * torch.rand(env.n_envs, env.act_dim, generator=generator))
+        warm_up(env, cfg.warmup, torch.Generator().manual_seed(cfg.seed))  # the same states as a native env in the timed run
         return physics_rate(env.model, env.frame_skip, snapshot(env.model, env.datas), cfg.steps, threads, seed=cfg.seed), threads
     finally:
         env.close()

@@ -1,3 +1,5 @@
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -65,12 +67,13 @@ def test_native_matches_gymnasium_vector_env(name, steps, kwargs, action_scale, 
 def test_native_episode_statistics_and_auto_seed():
     env = rlft.envs.make("hopper", 2, backend="native", seed=0, dtype=torch.float64)
     env.reset()
-    returns, lengths, episodes = np.zeros(2), np.zeros(2, int), []
+    returns, lengths, episodes, env_order = np.zeros(2), np.zeros(2, int), [], []
     for _ in range(200):
         _, reward, _, _, info = env.step(torch.ones(2, 3))
         returns += reward.numpy()
         lengths += 1
         for i in np.flatnonzero(info["done"].numpy()):
+            env_order.append(int(i))
             episodes.append((returns[i], lengths[i]))
             returns[i], lengths[i] = 0, 0
     popped = env.pop_episodes()
@@ -78,8 +81,12 @@ def test_native_episode_statistics_and_auto_seed():
     assert [p["length"] for p in popped] == [length for _, length in episodes]
     np.testing.assert_allclose([p["return"] for p in popped], [r for r, _ in episodes])
     assert all(p["success"] is None for p in popped)
+    assert [p["env"] for p in popped] == env_order
     # reset(seed) reproduces the same first observation; the constructor's seed was used once
     first, _ = env.reset(seed=0)
+    kept = first.clone()
+    env.step(torch.ones(2, 3))  # returned tensors are the caller's: later steps leave them alone
+    assert torch.equal(first, kept)
     again, _ = env.reset(seed=0)
     assert torch.equal(first, again)
 
@@ -189,6 +196,8 @@ def test_interface_device_dtype_and_spaces():
 
 def test_bad_inputs_give_clear_errors():
     env = rlft.envs.make("hopper", 2, backend="native")
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
+        env.step(torch.zeros(2, 3))
     env.reset()
     with pytest.raises(ValueError, match=r"actions must have shape \(n_envs, act_dim\) = \(2, 3\), got \(3, 2\)"):
         env.step(torch.zeros(3, 2))
@@ -229,3 +238,38 @@ def test_bench_rollout_cli_json(capsys):
     assert result["backend"] == "native" and result["n_envs"] == 4 and result["physics_limit_steps_per_s"] > 0
     assert main(["bench", "rollout", "backend=gpus"]) == 2
     assert "rlft: error: unknown backend 'gpus'" in capsys.readouterr().err
+
+
+def mjx_device():
+    """cuda when MJX has a GPU; cpu only on request (compiling MJX on CPU takes about a minute per task)."""
+    from rlft.envs.backends.mjx import gpu_available, mjx_installed
+
+    if not mjx_installed():
+        pytest.skip("MJX is not installed (pip install -e .[gpu])")
+    if gpu_available():
+        return "cuda"
+    if not os.environ.get("RLFT_MJX_CPU_TEST"):
+        pytest.skip("no CUDA GPU with MJX; set RLFT_MJX_CPU_TEST=1 to run MJX on CPU (about a minute to compile)")
+    return "cpu"
+
+
+def test_gpu_backend_agrees_with_native_from_the_same_start():
+    device = mjx_device()
+    steps, n = 30, 2
+    gpu = rlft.envs.make("hopper", n, backend="gpu", seed=0, device=device, reset_noise_scale=0.0)
+    cpu = rlft.envs.make("hopper", n, backend="native", seed=0, reset_noise_scale=0.0)
+    gpu_obs, _ = gpu.reset()
+    cpu_obs, _ = cpu.reset()
+    assert gpu_obs.device.type == device
+    torch.testing.assert_close(gpu_obs.cpu(), cpu_obs, atol=1e-5, rtol=0)
+    actions = torch.rand(steps, n, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for t in range(steps):
+        gpu_obs, gpu_reward, gpu_term, _, _ = gpu.step(actions[t].to(device))
+        cpu_obs, cpu_reward, cpu_term, _, _ = cpu.step(actions[t])
+        # MJX is float32 with its own solver: close, not equal
+        torch.testing.assert_close(gpu_obs.cpu(), cpu_obs, atol=2e-2, rtol=0)
+        torch.testing.assert_close(gpu_reward.cpu(), cpu_reward, atol=2e-2, rtol=0)
+    chunked = ActionChunk(gpu, 4)
+    obs, reward, *_, info = chunked.step(torch.zeros(n, 4, 3, device=device))
+    assert obs.device.type == reward.device.type == info["steps"].device.type == device
+    gpu.close()

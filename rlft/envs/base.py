@@ -59,6 +59,7 @@ class BatchedEnv(ABC):
         self._episode_return = torch.zeros(self.n_envs, dtype=torch.float64, device=self.device)
         self._episode_length = torch.zeros(self.n_envs, dtype=torch.int64, device=self.device)
         self._finished: list[dict[str, Any]] = []
+        self._started = False
 
     # ---- the interface ------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -67,6 +68,7 @@ class BatchedEnv(ABC):
             seed = self._pending_seed
         self._pending_seed = None
         obs = self._reset(seed)
+        self._started = True
         self._episode_return.zero_()
         self._episode_length.zero_()
         return obs, {}
@@ -77,6 +79,8 @@ class BatchedEnv(ABC):
         ``active`` (N,) bool, optional: only those sub-envs step; the others keep their state and
         return their current obs, reward 0, not done (the action-chunk wrapper uses this).
         """
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
         actions = torch.as_tensor(actions).detach()
         if tuple(actions.shape) != (self.n_envs, self.act_dim):
             raise ValueError(f"actions must have shape (n_envs, act_dim) = ({self.n_envs}, {self.act_dim}), got {tuple(actions.shape)}")
@@ -116,8 +120,8 @@ class BatchedEnv(ABC):
         """
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """A numpy array as a tensor on this env's device (obs and rewards in the env's dtype)."""
-        return torch.from_numpy(array).to(device=self.device, dtype=dtype or self.dtype)
+        """A copy of a numpy array as a tensor on this env's device (obs and rewards in the env's dtype)."""
+        return torch.from_numpy(array).to(device=self.device, dtype=dtype or self.dtype, copy=True)
 
     def _record(self, reward: torch.Tensor, done: torch.Tensor, active: torch.Tensor | None, success: np.ndarray | None) -> None:
         self._episode_return += reward

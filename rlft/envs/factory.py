@@ -45,9 +45,11 @@ def make(
         _check_locomotion(backend, gym_id)
         return NativeMujocoEnv(gym_id, n_envs, seed=seed, device=device, dtype=dtype, threads=threads, **env_kwargs)
     if backend == "gpu":
-        from rlft.envs.backends.mjx import MjxEnv
+        from rlft.envs.backends.mjx import MjxEnv, mjx_installed
 
         _check_locomotion(backend, gym_id)
+        if not mjx_installed():
+            raise ConfigError("the gpu backend needs MJX: pip install -e .[gpu] (mujoco-mjx and jax)")
         return MjxEnv(gym_id, n_envs, seed=seed, device=device, dtype=dtype, **env_kwargs)
     from rlft.envs.backends.gym_vector import GymVectorEnv
 

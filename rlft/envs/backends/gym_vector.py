@@ -101,10 +101,11 @@ class GymVectorEnv(BatchedEnv):
         )
 
     def render(self, index: int = 0) -> np.ndarray:
-        frames = self.vec.call("render")
-        if frames[index] is None:
-            raise RuntimeError(f"{self.vec.spec.id if self.vec.spec else 'this env'} returned no frame; it needs render_mode='rgb_array'")
-        return np.asarray(frames[index])
+        # the sync vector env holds its sub-envs; the async one can only ask all of them
+        frame = self.vec.envs[index].render() if isinstance(self.vec, gym.vector.SyncVectorEnv) else self.vec.call("render")[index]
+        if frame is None:
+            raise RuntimeError("the env returned no frame; make it with render_mode='rgb_array'")
+        return np.asarray(frame)
 
     def close(self) -> None:
         self.vec.close()

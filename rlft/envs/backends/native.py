@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import mujoco
 import numpy as np
@@ -31,19 +31,20 @@ def default_threads() -> int:
 
 
 class ThreadedStepper:
-    """Runs ``work(indices)`` over index slices on ``threads`` threads (the calling thread takes one slice)."""
+    """Runs ``work(indices)`` on ``threads`` threads that share one iterator over the indices.
+
+    Each thread takes the next index when it is free (the calling thread works too), so a thread
+    that starts late or has a costlier sub-env does not leave the others waiting.
+    """
 
     def __init__(self, threads: int) -> None:
         self.threads = max(1, int(threads))
         self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="rlft-physics") if self.threads > 1 else None
 
-    def run(self, work: Callable[[np.ndarray], None], indices: np.ndarray) -> None:
-        if self._pool is None or len(indices) < 2:
-            work(indices)
-            return
-        *others, own = np.array_split(indices, min(self.threads, len(indices)))
-        futures = [self._pool.submit(work, part) for part in others]
-        work(own)
+    def run(self, work: Callable[[Iterable[int]], None], indices: np.ndarray) -> None:
+        shared = iter(indices.tolist())  # next() on a list iterator is atomic under the GIL
+        futures = [self._pool.submit(work, shared) for _ in range(min(self.threads, len(indices)) - 1)] if self._pool else []
+        work(shared)
         for future in futures:
             future.result()
 
@@ -91,7 +92,7 @@ class NativeMujocoEnv(BatchedEnv):
         self._all = np.arange(n_envs)
 
     # ---- physics ------------------------------------------------------------------------------
-    def _advance(self, envs: np.ndarray) -> None:
+    def _advance(self, envs: Iterable[int]) -> None:
         """Apply ``self._actions`` to sub-envs ``envs`` and step their physics (runs on a worker thread)."""
         m, frame_skip, contact, actions = self.model, self.frame_skip, self._contact, self._actions
         qpos, qvel, cfrc, xy = self._qpos, self._qvel, self._cfrc, self._xy
@@ -193,28 +194,43 @@ class NativeMujocoEnv(BatchedEnv):
             self._renderer = None
 
 
-def physics_rate(model: mujoco.MjModel, frame_skip: int, datas: list[mujoco.MjData], steps: int, threads: int, seed: int = 0) -> float:
-    """Raw batched physics rate in policy steps/s: ``mj_step`` x ``frame_skip`` on every MjData with random controls.
+def snapshot(model: mujoco.MjModel, datas: list[mujoco.MjData]) -> np.ndarray:
+    """The full integration state of every MjData, (N, nstate)."""
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    states = np.empty((len(datas), mujoco.mj_stateSize(model, spec)))
+    for data, state in zip(datas, states):
+        mujoco.mj_getState(model, data, state, spec)
+    return states
 
-    The same thread pool as the native backend, nothing but setting ``ctrl`` and stepping.
+
+def physics_rate(model: mujoco.MjModel, frame_skip: int, states: np.ndarray, steps: int, threads: int, segment: int = 25, seed: int = 0) -> float:
+    """Raw batched physics rate in policy steps/s: ``mj_step`` x ``frame_skip`` over N MjData with random controls.
+
+    The native backend's thread pool, doing nothing but setting ``ctrl`` and stepping. The MjData start
+    from ``states`` (N, nstate) and go back to them every ``segment`` steps (untimed), so the states
+    stepped stay like those of the episodes they came from (a fallen hopper costs more than a hopping one).
     """
     rng = np.random.default_rng(seed)
     low, high = model.actuator_ctrlrange.T
-    controls = rng.uniform(low, high, size=(steps, len(datas), model.nu))
+    datas = [mujoco.MjData(model) for _ in states]
     ctrls = [d.ctrl for d in datas]
     stepper = ThreadedStepper(threads)
-    step_controls = controls[0]
+    everything = np.arange(len(datas))
+    controls = rng.uniform(low, high, size=(len(datas), model.nu))
 
-    def advance(envs: np.ndarray) -> None:
+    def advance(envs: Iterable[int]) -> None:
         for i in envs:
-            ctrls[i][:] = step_controls[i]
+            ctrls[i][:] = controls[i]
             mujoco.mj_step(model, datas[i], frame_skip)
 
-    everything = np.arange(len(datas))
-    start = time.perf_counter()
-    for t in range(steps):
-        step_controls = controls[t]
-        stepper.run(advance, everything)
-    elapsed = time.perf_counter() - start
+    elapsed = 0.0
+    for start in range(0, steps, segment):
+        for data, state in zip(datas, states):
+            mujoco.mj_setState(model, data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        for _ in range(min(segment, steps - start)):
+            controls = rng.uniform(low, high, size=(len(datas), model.nu))
+            tic = time.perf_counter()
+            stepper.run(advance, everything)
+            elapsed += time.perf_counter() - tic
     stepper.close()
     return len(datas) * steps / elapsed

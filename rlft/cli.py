@@ -158,6 +158,38 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- finetune ---------------------------------------------------------------------------------
+def _check_finetune(cfg: DictConfig) -> None:
+    """An online algo, a base policy that exists and suits it; fills in the default base."""
+    from pathlib import Path
+
+    from rlft.policies.policy import read_spec
+
+    if cfg.algo.get("kind") != "online":
+        raise ConfigError(f"algo={cfg.algo.name} is not an online fine-tuning algorithm; choose algo=dppo or algo=reinflow")
+    if cfg.base is None:
+        cfg.base = f"{Path(str(cfg.data.path)).name.removesuffix('.zarr.zip')}-{cfg.algo.policy}"
+    try:
+        head = read_spec(cfg.base)["policy"]["head"]["type"]
+    except FileNotFoundError as e:
+        raise ConfigError(f"base={cfg.base}: {e}") from None
+    wanted = {"dppo": ("diffusion",), "reinflow": ("flow", "shortcut", "meanflow")}[cfg.algo.name]
+    if head not in wanted:
+        raise ConfigError(f"algo={cfg.algo.name} fine-tunes {' or '.join(wanted)} policies; base {cfg.base} is a {head} policy")
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from rlft.algos.onpolicy.finetune import finetune
+
+    started = _start_run("finetune", args, _check_finetune, may_change=("eval",))
+    if started is None:
+        return 0
+    cfg, run = started
+    finetune(cfg, run)
+    print(json.dumps({"run": str(run.folder), "iterations": int(cfg.train.iterations), "plot": str(run.folder / "learning_curve.png")}))
+    return 0
+
+
 # ---- eval -----------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -266,6 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
         "example: rlft pretrain policy=flow_mlp env=hopper data=hopper_medium train.steps=20000",
     )
     p.set_defaults(func=cmd_pretrain)
+
+    p = _add_config_command(
+        sub,
+        "finetune",
+        "fine-tune a pretrained policy with online RL (DPPO, ReinFlow)",
+        "Fine-tune a pretrained policy in its env: algo=dppo (diffusion policies) or algo=reinflow (flow\n"
+        "policies), both PPO over the sampling chain. base=<policy> picks the start (default: the shipped\n"
+        "policy pretrained on data=<name> with the algo's preset).\n\n"
+        "example: rlft finetune algo=reinflow env=hopper train.iterations=50",
+    )
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser(
         "eval",

@@ -6,7 +6,6 @@ the loss, the optimiser and the schedule.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, Mapping
 
@@ -19,20 +18,9 @@ from rlft.policies.ema import EMA
 from rlft.policies.policy import Policy, policy_from_store, write_spec
 from rlft.runtime.evaluate import reference_returns
 from rlft.runtime.run import Run
+from rlft.runtime.schedules import warmup_cosine
 from rlft.runtime.seeding import seed_everything
 from rlft.runtime.trainer import fit
-
-
-def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine from 1 to ``min_ratio`` at ``total``."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def pretrain(cfg: DictConfig, run: Run, evaluate: Callable[[Policy, int], Mapping[str, float]] | None = None) -> Policy:

@@ -19,13 +19,21 @@ LOCOMOTION = {
 }
 
 
+# Short names of the tasks rlft bundles (registered with gymnasium by rlft.envs.toy).
+BUNDLED = {"pointmass": "rlft/PointMass-v0"}
+
+
 def env_id(name: str) -> str:
     """Gymnasium id for a short name (``hopper`` -> ``Hopper-v5``); full ids pass through."""
+    import rlft.envs.toy  # noqa: F401  (registers the bundled tasks)
+
     if name in LOCOMOTION:
         return LOCOMOTION[name]
+    if name in BUNDLED:
+        return BUNDLED[name]
     if name in gym.registry:
         return name
-    raise ConfigError(f"unknown env '{name}'; short names: {', '.join(sorted(LOCOMOTION))}, or any registered gymnasium id")
+    raise ConfigError(f"unknown env '{name}'; short names: {', '.join(sorted(LOCOMOTION | BUNDLED))}, or any registered gymnasium id")
 
 
 def make(name: str, **kwargs: Any) -> gym.Env:

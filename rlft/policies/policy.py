@@ -14,6 +14,7 @@ space; returned actions are raw.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -69,6 +70,23 @@ class Policy(nn.Module):
         backbone_opts = {"time_scale": head_cls.time_scale} | _options(cfg["backbone"])
         net = backbone_cls(self.action_dim, self.horizon, self.encoder.out_dim, n_times=head_cls.n_times, **backbone_opts)
         self.head = head_cls(net, **_options(cfg["head"]))
+        self.frozen_head: nn.Module | None = None
+        self.frozen_steps = 0
+        if cfg.get("frozen_steps"):
+            self.freeze_early_steps(int(cfg["frozen_steps"]))
+
+    def freeze_early_steps(self, n: int) -> None:
+        """Sample the first ``n`` steps of every grid with a frozen copy of the current head (DPPO: only
+        the last denoising steps are fine-tuned). Recorded in the config, so saved policies keep it."""
+        if n <= 0:
+            return
+        self.frozen_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.frozen_steps = n
+        self.cfg["frozen_steps"] = n
+
+    def _head_at(self, i: int) -> Any:
+        """The head that samples transition ``i`` of a grid (the frozen copy for the first ``frozen_steps``)."""
+        return self.frozen_head if self.frozen_head is not None and i < self.frozen_steps else self.head
 
     # ---- observations ------------------------------------------------------------------------------
     def _as_dict(self, obs: Obs) -> dict[str, torch.Tensor]:
@@ -132,7 +150,7 @@ class Policy(nn.Module):
         self._check_noise(x, cond.shape[0])
         grid = self.head.time_grid(steps or self.head.steps).to(cond.device)
         for i in range(len(grid) - 1):
-            mean, std = self.head.transition(x, grid[i], grid[i + 1], cond, stochastic)
+            mean, std = self._head_at(i).transition(x, grid[i], grid[i + 1], cond, stochastic)
             x = mean + std * self._randn_like(x, generator) if stochastic else mean
         return self.to_actions(x)
 
@@ -149,16 +167,27 @@ class Policy(nn.Module):
         noise: ChainNoise | None = None,
         generator: torch.Generator | None = None,
         init_noise: torch.Tensor | None = None,
+        start: int = 0,
+        stop: int | None = None,
     ) -> Chain:
-        """Sample a chain of Gaussian transitions; ``noise`` gives each step's std (default: head std floored at 0.1)."""
+        """Sample a chain of Gaussian transitions; ``noise`` gives each step's std (default: head std floored at 0.1).
+
+        ``start``/``stop`` run only transitions start..stop-1 of the ``steps``-step grid, from ``init_noise``
+        (the latent at grid[start]); the chain's grid is then that slice. DPPO samples the early steps with
+        a frozen copy and the last ones with the fine-tuned policy this way.
+        """
         noise = noise or StdFloor(0.1)
         cond = self.encode(obs)
         x = self.initial_noise(cond.shape[0], generator) if init_noise is None else init_noise.to(cond)
         self._check_noise(x, cond.shape[0])
-        grid = self.head.time_grid(steps or self.head.steps).to(cond.device)
+        full = self.head.time_grid(steps or self.head.steps).to(cond.device)
+        stop = len(full) - 1 if stop is None else stop
+        if not 0 <= start < stop <= len(full) - 1:
+            raise ValueError(f"chain steps {start}..{stop} outside the {len(full) - 1}-step grid")
+        grid = full[start : stop + 1]
         latents, means, stds = [x], [], []
         for i in range(len(grid) - 1):
-            mean, natural = self.head.transition(x, grid[i], grid[i + 1], cond, stochastic=True)
+            mean, natural = self._head_at(start + i).transition(x, grid[i], grid[i + 1], cond, stochastic=True)
             std = noise(x, grid[i], grid[i + 1], cond, natural).expand_as(mean)
             x = mean + std * self._randn_like(mean, generator)
             latents.append(x)
@@ -167,7 +196,7 @@ class Policy(nn.Module):
         latents_t, means_t, stds_t = torch.stack(latents, 1), torch.stack(means, 1), torch.stack(stds, 1)
         log_probs = gaussian_log_prob(latents_t[:, 1:], means_t, stds_t).sum((2, 3))
         init_log_prob = gaussian_log_prob(latents_t[:, 0], torch.zeros_like(x), torch.ones_like(x)).sum((1, 2))
-        return Chain(latents_t, grid, means_t, stds_t, log_probs, init_log_prob, self.to_actions(x))
+        return Chain(latents_t, grid, means_t, stds_t, log_probs, init_log_prob, self.to_actions(x), start)
 
     def log_prob_chain(self, obs: Obs, chain: Chain, noise: ChainNoise | None = None, steps: Sequence[int] | None = None, reduce: bool = True) -> torch.Tensor:
         """Log-probs of the chain's transitions under the current parameters, on the chain's own grid.
@@ -175,16 +204,36 @@ class Policy(nn.Module):
         ``steps``: transition indices to score (default all); returns [B, len(steps)] or, without
         ``reduce``, element-wise [B, len(steps), H, A].
         """
+        return self.transition_log_probs(obs, chain.latents, chain.grid, noise, steps, reduce, chain.start)[0]
+
+    def transition_log_probs(
+        self,
+        obs: Obs,
+        latents: torch.Tensor,
+        grid: torch.Tensor,
+        noise: ChainNoise | None = None,
+        steps: Sequence[int] | None = None,
+        reduce: bool = True,
+        start: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs, stds) of transitions ``latents[:, i] -> latents[:, i + 1]`` on ``grid`` [K+1].
+
+        ``start``: the grid's first transition index in the full sampling grid (see :meth:`chain`).
+        ``latents`` [B, K+1, H, A]; log-probs [B, n] (or [B, n, H, A] without ``reduce``) and the stds
+        [B, n, H, A] used, for the n transition indices in ``steps`` (default all K).
+        """
         noise = noise or StdFloor(0.1)
         cond = self.encode(obs)
-        grid = chain.grid.to(cond.device)
-        out = []
-        for i in range(chain.steps) if steps is None else steps:
-            x, x_next = chain.latents[:, i], chain.latents[:, i + 1]
-            mean, natural = self.head.transition(x, grid[i], grid[i + 1], cond, stochastic=True)
-            lp = gaussian_log_prob(x_next, mean, noise(x, grid[i], grid[i + 1], cond, natural).expand_as(mean))
-            out.append(lp.sum((1, 2)) if reduce else lp)
-        return torch.stack(out, 1)
+        grid = grid.to(cond.device)
+        log_probs, stds = [], []
+        for i in range(latents.shape[1] - 1) if steps is None else steps:
+            x, x_next = latents[:, i], latents[:, i + 1]
+            mean, natural = self._head_at(start + i).transition(x, grid[i], grid[i + 1], cond, stochastic=True)
+            std = noise(x, grid[i], grid[i + 1], cond, natural).expand_as(mean)
+            lp = gaussian_log_prob(x_next, mean, std)
+            log_probs.append(lp.sum((1, 2)) if reduce else lp)
+            stds.append(std)
+        return torch.stack(log_probs, 1), torch.stack(stds, 1)
 
     # ---- persistence -------------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:

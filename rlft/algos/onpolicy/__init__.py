@@ -1,0 +1,1 @@
+"""On-policy fine-tuning: rollout collection + GAE, chain PPO, and the chain providers (DPPO, ReinFlow)."""

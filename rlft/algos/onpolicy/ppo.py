@@ -1,0 +1,170 @@
+"""Chain PPO: the one update behind DPPO and ReinFlow (the provider decides what a ratio is).
+
+Per-step providers (DPPO) give one ratio per (env step, denoising step) pair; minibatches are drawn
+over those pairs, advantages are discounted along the chain (noisier steps count less) and the clip
+range is interpolated from ``clip_base`` (noisiest) to ``clip`` (last). Chain providers (ReinFlow) give
+one ratio per env step and an entropy bonus. Both: clipped surrogate, value loss, optional
+regularisers (the provider's own, and the pretraining loss on demonstrations: the DDRL anchor), KL
+early stop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlft.algos.onpolicy.providers import ChainProvider
+from rlft.algos.onpolicy.rollout import Rollout, compute_gae
+
+
+class Critic(nn.Module):
+    """V(s): a residual MLP (Mish) on the policy's normalized, flattened observation history."""
+
+    def __init__(self, obs_dim: int, hidden: int = 256, depth: int = 3):
+        super().__init__()
+        from rlft.policies.backbones import ResidualBlock
+
+        self.inp = nn.Linear(obs_dim, hidden)
+        self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range((depth - 1) // 2)])
+        self.out = nn.Sequential(nn.Mish(), nn.Linear(hidden, 1))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.out(self.blocks(self.inp(obs))).squeeze(-1)
+
+
+def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
+    var = target.var()
+    return float(1 - (target - pred).var() / var) if var > 0 else float("nan")
+
+
+def clip_schedule(k: int, n: int, clip_base: float, clip: float) -> float:
+    """Clip range of fine-tuned step k of n: ``clip_base`` (k = 0, noisiest) to ``clip`` (last).
+
+    With one fine-tuned step this is ``clip`` (DPPO's formula divides 0 by 0 there).
+    """
+    return clip if n == 1 else clip_base + (clip - clip_base) * k / (n - 1)
+
+
+class ChainPPO:
+    """PPO over a provider's chains. ``encode_value(obs) -> critic input`` flattens normalized observations."""
+
+    def __init__(self, provider: ChainProvider, critic: Critic, encode_value: Callable[[torch.Tensor], torch.Tensor], cfg: Any):
+        self.provider, self.critic, self.encode_value, self.cfg = provider, critic, encode_value, cfg
+        actor_params = [p for p in provider.parameters() if p.requires_grad]
+        self.actor_opt = torch.optim.AdamW(actor_params, lr=cfg.actor_lr, weight_decay=cfg.actor_weight_decay)
+        self.critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.critic_weight_decay)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.encode_value(obs))
+
+    def update(self, rollout: Rollout, demo_batch: Callable[[], Mapping[str, torch.Tensor]] | None = None) -> dict[str, float]:
+        """Epochs of minibatch updates on one rollout; returns averaged diagnostics."""
+        cfg, provider = self.cfg, self.provider
+        adv, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.truncated, cfg.gamma, cfg.gae_lambda)
+        n = adv.numel()
+        obs = rollout.obs.flatten(0, 1)
+        latents = rollout.stored["latents"].flatten(0, 1)
+        stored_lp = rollout.stored["log_probs"].flatten(0, 1)  # [n, K'] (per step) or [n, 1] (chain), from sampling
+        adv, returns = adv.flatten(), returns.flatten()
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        k_steps = stored_lp.shape[1] if provider.per_step else 1
+        n_items = n * k_steps  # (sample, step) pairs or samples
+        batch = min(int(cfg.batch_size), n_items)
+        perms = [torch.randperm(n_items) for _ in range(int(cfg.update_epochs))]
+        # Old log-probs: recomputed before any update with the first epoch's minibatches, so the first
+        # minibatch's ratio is exactly 1; they differ from the ones recorded while sampling only by
+        # float rounding (logged), because both use the chain's own time grid.
+        old_lp = torch.empty(n_items)
+        with torch.no_grad():
+            for start in range(0, n_items, batch):
+                items = perms[0][start : start + batch]
+                old_lp[items] = self._new_log_probs(obs, latents, items // k_steps, items % k_steps)[0].cpu()
+        recorded = stored_lp.flatten() if provider.per_step else stored_lp[:, 0]
+        sampling_dev = (old_lp - recorded.cpu()).abs().max().item()
+        logs: dict[str, list[float]] = {}
+        first_ratio_dev: float | None = None
+        stop = False
+        for epoch, perm in enumerate(perms):
+            kls = []
+            for start in range(0, n_items, batch):
+                items = perm[start : start + batch]
+                sample_idx, step_idx = items // k_steps, items % k_steps
+                new_lp, entropy = self._new_log_probs(obs, latents, sample_idx, step_idx)
+                old = old_lp[items].to(new_lp)
+                a = adv[sample_idx]
+                if provider.per_step:  # noisier denoising steps count less
+                    a = a * (self.cfg.gamma_denoising ** (k_steps - 1 - step_idx).float()).to(a)
+                ratio = torch.exp(new_lp - old)
+                clip = self._clip_ranges(step_idx, k_steps).to(ratio)
+                pg_loss = -torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a).mean()
+                v = self.value(obs[sample_idx])
+                v_loss = 0.5 * ((v - returns[sample_idx]) ** 2).mean()
+                loss = pg_loss + cfg.vf_coef * v_loss
+                if entropy is not None and cfg.ent_coef:
+                    loss = loss - cfg.ent_coef * entropy.mean()
+                if cfg.reg_coef:
+                    loss = loss + cfg.reg_coef * provider.regularizer(obs[sample_idx])
+                if cfg.data_coef and demo_batch is not None:
+                    loss = loss + cfg.data_coef * provider.actor.loss(demo_batch())
+                self.actor_opt.zero_grad(set_to_none=True)
+                self.critic_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm:
+                    nn.utils.clip_grad_norm_([p for g in self.actor_opt.param_groups for p in g["params"]], cfg.max_grad_norm)
+                    nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
+                self.actor_opt.step()
+                self.critic_opt.step()
+                with torch.no_grad():
+                    log_ratio = new_lp - old
+                    kl = ((ratio - 1) - log_ratio).mean().item()
+                kls.append(kl)
+                for key, val in (
+                    ("loss/policy", pg_loss.item()),
+                    ("loss/value", v_loss.item()),
+                    ("ppo/approx_kl", kl),
+                    ("ppo/clip_fraction", ((ratio - 1).abs() > clip).float().mean().item()),
+                    ("ppo/ratio", ratio.mean().item()),
+                    *((("ppo/entropy", entropy.mean().item()),) if entropy is not None else ()),
+                ):
+                    logs.setdefault(key, []).append(val)
+                if first_ratio_dev is None:  # PPO's ratio is exactly 1 on the first minibatch
+                    first_ratio_dev = (ratio - 1).abs().max().item()
+            if cfg.target_kl and np.mean(kls) > cfg.target_kl:
+                stop = True
+                break
+        with torch.no_grad():
+            ev = explained_variance(rollout.values.flatten(), returns)
+        out = {k: float(np.mean(v)) for k, v in logs.items()}
+        out.update(
+            {
+                "ppo/explained_variance": ev,
+                "ppo/early_stop": float(stop),
+                "ppo/epochs": float(epoch + 1),
+                "ppo/first_ratio_dev": first_ratio_dev,
+                "ppo/sampling_logprob_dev": sampling_dev,
+            }
+        )
+        return out | provider.metrics()
+
+    def _new_log_probs(
+        self, obs: torch.Tensor, latents: torch.Tensor, sample_idx: torch.Tensor, step_idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log-probs [m] in item order, entropy [m] or None) under the current parameters."""
+        provider = self.provider
+        if not provider.per_step:
+            return provider.chain_log_probs(obs[sample_idx], latents[sample_idx])
+        new_lp = torch.empty(len(sample_idx), device=latents.device)
+        for k in step_idx.unique().tolist():  # one network call per denoising step present
+            at = (step_idx == k).nonzero().flatten()
+            idx = sample_idx[at]
+            new_lp = new_lp.index_put((at,), provider.step_log_probs(obs[idx], latents[idx], k))
+        return new_lp, None
+
+    def _clip_ranges(self, step_idx: torch.Tensor, k_steps: int) -> torch.Tensor:
+        """Clip range per item: :func:`clip_schedule` of its denoising step (one value for chain ratios)."""
+        if not self.provider.per_step or k_steps == 1:
+            return torch.full(step_idx.shape, float(self.cfg.clip))
+        return self.cfg.clip_base + (self.cfg.clip - self.cfg.clip_base) * step_idx.float() / (k_steps - 1)

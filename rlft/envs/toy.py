@@ -1,0 +1,63 @@
+"""A tiny bundled control task for tests and examples: a point mass that must reach a goal.
+
+``rlft/PointMass-v0``: position p in [-1, 1]^2 starts uniformly at random, the goal g = (0.5, 0.5) is
+fixed; the action is a velocity in [-1, 1]^2 applied for dt = 0.1 (p stays in [-1.5, 1.5]^2). Reward
+per step: -|p - g|; the episode terminates with success when |p - g| < 0.05 and is truncated after 50
+steps. Observation: (p, g - p). A straight run takes 5-20 steps; the poor demonstrator below curls
+around the goal and wastes most of the episode, which is what fine-tuning should fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+GOAL = np.array([0.5, 0.5])
+ID = "rlft/PointMass-v0"
+
+
+class PointMass(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(-3.0, 3.0, shape=(4,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.pos = np.zeros(2)
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self.pos, GOAL - self.pos]).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.pos = self.np_random.uniform(-1.0, 1.0, size=2)
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.pos = np.clip(self.pos + 0.1 * np.clip(action, -1.0, 1.0), -1.5, 1.5)
+        dist = float(np.linalg.norm(self.pos - GOAL))
+        success = dist < 0.05
+        return self._obs(), -dist, success, False, {"success": success}
+
+    def render(self) -> np.ndarray:
+        """A 96 x 96 frame: the goal in green, the point mass in white."""
+        frame = np.zeros((96, 96, 3), dtype=np.uint8)
+        for point, color in ((GOAL, (0, 200, 0)), (self.pos, (255, 255, 255))):
+            col, row = ((point + 1.5) / 3.0 * 95).round().astype(int)
+            frame[max(0, 95 - row - 2) : 95 - row + 3, max(0, col - 2) : col + 3] = color
+        return frame
+
+
+def curling_demonstrator(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A poor expert for ``PointMass``: heads to the goal at 70 degrees off course, with noise. [N, 4] -> [N, 2]."""
+    to_goal = obs[:, 2:]
+    angle = np.deg2rad(70.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    direction = to_goal @ rot.T / np.maximum(np.linalg.norm(to_goal, axis=1, keepdims=True), 1e-6)
+    return np.clip(direction + 0.3 * rng.standard_normal(direction.shape), -1.0, 1.0).astype(np.float32)
+
+
+if ID not in gym.registry:
+    gym.register(id=ID, entry_point=PointMass, max_episode_steps=50)

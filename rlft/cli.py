@@ -200,8 +200,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if not cfg.run:
         raise ConfigError("eval needs the run folder: rlft eval run=runs/<name> (or a shipped policy's name)")
-    if cfg.weights not in ("ema", "policy"):
-        raise ConfigError(f"weights={cfg.weights}: choose ema or policy")
+    if cfg.weights not in ("auto", "ema", "policy"):
+        raise ConfigError(f"weights={cfg.weights}: choose auto, ema or policy")
     if args.video:
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before MuJoCo renders
 

@@ -90,7 +90,6 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 def test_pretrain_image_policy_on_camera_data(tmp_path, capsys):
     """The image preset trains end to end on a store with a uint8 camera key and proprioception."""
     from conftest import make_episodes
-
     from rlft.datasets.store import write_episodes
     from rlft.policies.policy import load_policy
 

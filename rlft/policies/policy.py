@@ -303,11 +303,11 @@ def save_policy(policy: Policy, folder: str | Path, meta: Mapping[str, Any]) -> 
     return atomic_write_dir(folder, fill)
 
 
-def load_policy(path: str | Path, weights: str = "ema", checkpoint: Path | None = None) -> Policy:
+def load_policy(path: str | Path, weights: str = "auto", checkpoint: Path | None = None) -> Policy:
     """The policy of a policy folder, or of a run folder with the weights of a checkpoint (newest by default).
 
-    ``weights``: ``ema`` (the averaged weights, what is evaluated) or ``policy`` (the raw ones); a policy
-    folder holds one set.
+    ``weights``: ``ema`` (the averaged weights of pretraining), ``policy`` (the raw ones; what fine-tuning
+    trains) or ``auto`` (ema where the checkpoint has it, else policy); a policy folder holds one set.
     """
     from safetensors.torch import load_file
 
@@ -315,6 +315,7 @@ def load_policy(path: str | Path, weights: str = "ema", checkpoint: Path | None 
 
     folder = resolve_policy(path)
     policy = Policy.from_spec(read_spec(folder))
+    prefix: str | None = None
     if (folder / WEIGHTS_FILE).is_file():
         path, prefix = folder / WEIGHTS_FILE, ""
     else:
@@ -323,10 +324,14 @@ def load_policy(path: str | Path, weights: str = "ema", checkpoint: Path | None 
             if not found:
                 raise FileNotFoundError(f"{folder}: no complete checkpoint yet; train longer or resume the run")
             checkpoint = found[-1]
-        path, prefix = Path(checkpoint) / "model.safetensors", {"ema": "ema.model.", "policy": "policy."}[weights]
+        path = Path(checkpoint) / "model.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint weights missing; the checkpoint is incomplete")
     tensors = load_file(str(path))
+    if prefix is None:
+        if weights == "auto":
+            weights = "ema" if any(k.startswith("ema.model.") for k in tensors) else "policy"
+        prefix = {"ema": "ema.model.", "policy": "policy."}[weights]
     sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not sd:
         raise CheckpointError(f"{path}: no '{weights}' weights in this checkpoint (it has: {', '.join(sorted({k.split('.')[0] for k in tensors}))})")

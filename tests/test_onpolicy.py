@@ -207,3 +207,14 @@ def test_finetune_bad_input(toy, capsys):
     assert "no such run or policy folder" in capsys.readouterr().err
     assert main(["finetune", "algo=reinflow", "--print-config"]) == 0
     assert "base: hopper-v5-medium-flow_mlp" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_regularisers_run_and_are_logged(toy, algo):
+    """The provider's own regulariser and the DDRL data anchor (pretraining loss on the demonstrations)."""
+    preset, _, algo_args = ALGOS[algo]
+    args = ["finetune", f"algo={algo}", f"base={toy / f'pre-{preset}'}", *TOY_FINETUNE, *algo_args, "train.iterations=1", "train.n_steps=5"]
+    args += ["algo.reg_coef=0.5", "algo.data_coef=0.5", "data=hopper_medium", f"data.path={toy / 'demos.zarr'}", "data.env=pointmass"]
+    assert main([*args, f"run.dir={toy}", f"run.name=reg-{algo}"]) == 0
+    row = read_metrics(toy / f"reg-{algo}")[-1]
+    assert row["loss/regularizer"] != 0 and row["loss/data"] > 0  # DPPO's is a negative log-likelihood: any sign

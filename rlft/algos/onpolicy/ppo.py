@@ -105,10 +105,13 @@ class ChainPPO:
                 loss = pg_loss + cfg.vf_coef * v_loss
                 if entropy is not None and cfg.ent_coef:
                     loss = loss - cfg.ent_coef * entropy.mean()
+                extra: list[tuple[str, torch.Tensor]] = []
                 if cfg.reg_coef:
-                    loss = loss + cfg.reg_coef * provider.regularizer(obs[sample_idx])
+                    extra.append(("loss/regularizer", provider.regularizer(obs[sample_idx])))
+                    loss = loss + cfg.reg_coef * extra[-1][1]
                 if cfg.data_coef and demo_batch is not None:
-                    loss = loss + cfg.data_coef * provider.actor.loss(demo_batch())
+                    extra.append(("loss/data", provider.actor.loss(demo_batch())))
+                    loss = loss + cfg.data_coef * extra[-1][1]
                 self.actor_opt.zero_grad(set_to_none=True)
                 self.critic_opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -128,6 +131,7 @@ class ChainPPO:
                     ("ppo/clip_fraction", ((ratio - 1).abs() > clip).float().mean().item()),
                     ("ppo/ratio", ratio.mean().item()),
                     *((("ppo/entropy", entropy.mean().item()),) if entropy is not None else ()),
+                    *((key, term.item()) for key, term in extra),
                 ):
                     logs.setdefault(key, []).append(val)
                 if first_ratio_dev is None:  # PPO's ratio is exactly 1 on the first minibatch

@@ -273,3 +273,33 @@ def test_gpu_backend_agrees_with_native_from_the_same_start():
     obs, reward, *_, info = chunked.step(torch.zeros(n, 4, 3, device=device))
     assert obs.device.type == reward.device.type == info["steps"].device.type == device
     gpu.close()
+
+
+class _Countdown(gym.Env):
+    """Ends after 3 steps; the episode succeeds when the summed actions are positive."""
+
+    observation_space = gym.spaces.Box(-10, 10, (1,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.total = 0, 0.0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.total += float(action[0])
+        done = self.t == 3
+        return np.full(1, self.t, np.float32), 1.0, done, False, {"is_success": self.total > 0} if done else {}
+
+
+def test_gymnasium_backend_reports_success():
+    gym.register("RlftCountdown-v0", entry_point=_Countdown)
+    env = rlft.envs.make("RlftCountdown-v0", 2, seed=0)
+    assert env.backend == "gymnasium"
+    env.reset()
+    for _ in range(3):
+        obs, reward, terminated, *_ = env.step(torch.tensor([[1.0], [-1.0]]))
+    assert terminated.tolist() == [True, True] and obs[:, 0].tolist() == [0.0, 0.0]
+    assert [(e["env"], e["return"], e["length"], e["success"]) for e in env.pop_episodes()] == [(0, 3.0, 3, True), (1, 3.0, 3, False)]
+    env.close()

@@ -25,7 +25,7 @@ def bench_rollout(cfg: DictConfig) -> dict[str, Any]:
     if cfg.steps < 1 or cfg.warmup < 0:
         raise ConfigError(f"steps must be >= 1 and warmup >= 0, got steps={cfg.steps}, warmup={cfg.warmup}")
     load_before = os.getloadavg()[0]
-    env_kwargs = OmegaConf.to_container(cfg.env.kwargs)
+    env_kwargs = {"max_episode_steps": cfg.env.max_episode_steps, **OmegaConf.to_container(cfg.env.kwargs)}
     env = make(cfg.env.name, cfg.n_envs, backend=cfg.backend, seed=cfg.seed, device=cfg.device, threads=cfg.physics_threads, **env_kwargs)
     try:
         generator = torch.Generator(device=env.device).manual_seed(cfg.seed)

@@ -69,7 +69,9 @@ class ActionChunk(_Delegating):
     info with ``final_obs`` (the ended episode's last obs; else equal to obs), ``done`` and ``steps``
     (N,) int64, the env steps each sub-env actually took. A sub-env whose episode ends inside the chunk
     sits out the rest of it (masked steps), so no leftover action touches its new episode; its obs is
-    the new episode's first obs.
+    the new episode's first obs. The native and gpu backends leave masked sub-envs out of the physics
+    step; the gymnasium backends pause them with a per-sub-env wrapper (``Pausable``) that answers a
+    step with the current observation without stepping, in this process or in the async workers.
 
     Discounting: the algorithm treats one chunk as one step, so the return is
     ``chunk_reward + gamma * V(next obs)`` with one ``gamma`` per chunk (as DPPO does); a caller that

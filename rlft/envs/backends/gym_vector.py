@@ -35,6 +35,13 @@ class Pausable(gym.Wrapper):
         return self._obs, reward, terminated, truncated, info
 
 
+def _renders_rgb(gym_id: str) -> bool:
+    """Whether the env class declares the ``rgb_array`` render mode (others may refuse the keyword)."""
+    entry = gym.spec(gym_id).entry_point
+    creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    return "rgb_array" in getattr(creator, "metadata", {}).get("render_modes", [])
+
+
 def _make_pausable(gym_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     return Pausable(gym.make(gym_id, **env_kwargs))
 
@@ -56,7 +63,8 @@ class GymVectorEnv(BatchedEnv):
         **env_kwargs: Any,
     ) -> None:
         self.backend = "gymnasium_async" if asynchronous else "gymnasium"
-        env_kwargs.setdefault("render_mode", "rgb_array")
+        if "render_mode" not in env_kwargs and _renders_rgb(gym_id):
+            env_kwargs["render_mode"] = "rgb_array"
         fns = [lambda: _make_pausable(gym_id, env_kwargs) for _ in range(n_envs)]
         vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
         self.vec = vector(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

@@ -20,6 +20,10 @@ from rlft.config import ConfigError
 
 Params = dict[str, Any]
 
+# gymnasium multiplies the float32 sum of squared actions by a Python float: a float32 product under
+# numpy 2 (NEP 50), a float64 one under numpy 1.x. The control cost follows whichever numpy is here.
+_COST_DTYPE = (np.float32(1) * 1.0).dtype
+
 
 def _hopper_healthy(xp: Any, p: Params, qpos: Any, qvel: Any) -> Any:
     low, high = p["healthy_state_range"]
@@ -69,8 +73,9 @@ class LocomotionTask:
             terminated = ~healthy & p["terminate_when_unhealthy"]
         else:
             terminated = xp.zeros(qpos.shape[0], dtype=bool)
-        # As gymnasium: the control cost in the action's float32, on the action as given (MuJoCo clamps ctrl itself).
-        cost = np.float32(p["ctrl_cost_weight"]) * xp.square(actions).sum(axis=1)
+        # As gymnasium: on the action as given (MuJoCo clamps ctrl itself), summed in float32.
+        squares = xp.square(actions).sum(axis=1)
+        cost = p["ctrl_cost_weight"] * (squares.astype(_COST_DTYPE) if xp is np else squares)
         if self.contact_forces:
             cost = cost + p["contact_cost_weight"] * xp.square(xp.clip(cfrc, *p["contact_force_range"])).sum(axis=(1, 2))
         return reward - cost, terminated

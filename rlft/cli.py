@@ -198,6 +198,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     folder = resolve_policy(cfg.run)
     if is_exported(folder):  # an exported controller folder (or its graph file)
         policy = ExportedPolicy(folder, threads=cfg.threads)
+        if cfg.steps not in (None, policy.steps):
+            raise ConfigError(f"steps={cfg.steps}: {folder} was exported with {policy.steps} sampling steps; export again with steps={cfg.steps}")
         meta, folder, default_steps = policy.controller.meta["source"].get("meta", {}), policy.controller.folder, policy.steps
     else:
         meta = read_spec(folder).get("meta", {})

@@ -1,8 +1,10 @@
 """``rlft bench latency``: per-chunk latency of a policy at batch 1 in PyTorch eager, TorchScript and ONNX Runtime.
 
 The policy is exported to both formats in a temporary folder (with the parity check), then the three
-runtimes are timed in turn, one call each per round, so a change of machine load hits all of them
-alike. Each call maps one observation and one noise draw to one raw action chunk with K steps:
+runtimes are timed in turn in ``BLOCKS`` blocks of consecutive calls each (so a change of machine load
+hits all of them alike, while each block runs with its own weights in the cache, as a robot's
+controller does; ``cfg.warmup`` untimed calls start every block). Each call maps one observation and one
+noise draw to one raw action chunk with K steps:
 
 * ``torch``: ``policy.sample(obs, noise=noise, steps=K)`` under ``torch.inference_mode`` (tensors in);
 * ``torchscript`` and ``onnxruntime``: :meth:`Controller.predict` (numpy in and out, what a robot calls),
@@ -28,6 +30,7 @@ from rlft.export.exporter import export_policy, random_inputs
 from rlft.policies.policy import load_policy, resolve_policy
 
 RUNTIMES = ("torch", "torchscript", "onnxruntime")
+BLOCKS = 10
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:
@@ -36,7 +39,7 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def bench_latency(cfg: DictConfig) -> dict[str, Any]:
-    """Median and p99 milliseconds per chunk for each runtime over ``cfg.repeats`` calls after ``cfg.warmup``."""
+    """Median and p99 milliseconds per chunk for each runtime over ``cfg.repeats`` timed calls."""
     if not cfg.run:
         raise ConfigError("bench latency needs the policy: rlft bench latency run=runs/<name> (or a shipped policy's name)")
     if cfg.repeats < 1 or cfg.warmup < 0:
@@ -62,12 +65,14 @@ def bench_latency(cfg: DictConfig) -> dict[str, Any]:
             "onnxruntime": lambda: controllers["onnxruntime"].predict(obs_np, noise_np),
         }
         times: dict[str, list[float]] = {name: [] for name in RUNTIMES}
-        for round_ in range(int(cfg.warmup) + int(cfg.repeats)):
+        for block in range(BLOCKS):
+            timed = int(cfg.repeats) * (block + 1) // BLOCKS - int(cfg.repeats) * block // BLOCKS
             for name in RUNTIMES:
-                start = time.perf_counter()
-                calls[name]()
-                if round_ >= cfg.warmup:
-                    times[name].append(time.perf_counter() - start)
+                for i in range(int(cfg.warmup) + timed):
+                    start = time.perf_counter()
+                    calls[name]()
+                    if i >= cfg.warmup:
+                        times[name].append(time.perf_counter() - start)
     return {
         "policy": str(folder),
         "steps": steps,

@@ -230,6 +230,15 @@ def test_cli_export_then_eval_gives_the_pytorch_return(hopper_policy, tmp_path, 
     assert "exported with 3 sampling steps" in capsys.readouterr().err
 
 
+def test_default_output_folders(hopper_policy):
+    from rlft.export.exporter import default_out
+    from rlft.policies.policy import resolve_policy
+
+    assert default_out(hopper_policy, "onnx", 3) == hopper_policy / "export" / "onnx-3steps"
+    shipped = resolve_policy("hopper-v5-medium-flow_mlp")
+    assert default_out(shipped, "torchscript", 4) == Path("exports/hopper-v5-medium-flow_mlp/torchscript-4steps")  # never into the package
+
+
 def test_cli_errors_are_one_line(hopper_policy, tmp_path, capsys):
     assert main(["export", f"run={hopper_policy}", "format=tflite"]) == 2
     assert main(["export", f"run={hopper_policy}", "steps=50"]) == 2

@@ -5,16 +5,17 @@ What is exported is the policy's ``noise -> action chunk`` map at a fixed number
 the Euler ODE for flow, shortcut and mean-flow heads, unrolled K times, with the observation and
 action normalizers inside. Stochastic DDPM sampling (eta > 0) is not exported: its per-step noise
 would be K more inputs, and a robot controller (and DSRL's and ResiP's frozen bases) wants the
-deterministic map. Anything with that ``sample`` and the Policy's shape attributes (``obs_shapes``,
-``obs_horizon``, ``horizon``, ``act_steps``, ``action_dim``, ``noise_clip``, ``obs_norm``) exports the
-same way, so combined policies (fine-tuned, DSRL, ResiP) only provide that function.
+deterministic map. Anything with that ``sample``, a ``head`` with ``time_grid(steps)`` and the Policy's
+shape attributes (``obs_shapes``, ``obs_horizon``, ``horizon``, ``act_steps``, ``action_dim``,
+``noise_clip``, ``obs_norm``) exports the same way, so combined policies (fine-tuned, DSRL, ResiP) only
+provide that function.
 
 Both formats come from tracing at batch 2 with the batch dimension kept symbolic: TorchScript by
 ``torch.jit.trace`` + ``torch.jit.freeze``, ONNX (opset 18) by torch's TorchScript-based exporter
 (``dynamo=False``). That exporter is deprecated upstream in favour of the torch.export-based one, which
-also exports these graphs with the same parity and runtime speed but took 15-20 s instead of ~1 s for a
-small UNet policy here; when torch drops the old path, switch to ``dynamo=True`` with ``dynamic_shapes``. The
-parity check catches a trace that does not generalise (it runs another batch size than the trace's).
+exported the policies tried here as exactly and as fast, but took up to 20 s per export instead of
+about 1 s; when torch drops the old path, switch to ``dynamo=True`` with ``dynamic_shapes``. The parity
+check catches a trace that does not generalise (it runs another batch size than the trace's).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from rlft import __version__
 from rlft.export import ExportError
 from rlft.export.controller import CONTROLLER_FILE, Controller
 from rlft.policies.encoders import is_image_shape
+from rlft.policies.heads import Diffusion
 from rlft.policies.policy import Policy, clipped_normal
 
 FILES = {"onnx": "policy.onnx", "torchscript": "policy.ts"}
@@ -120,7 +122,7 @@ def export_policy(
         "control_dt": control_dt,
         "steps": steps,
         "head": type(head).__name__,
-        "sampler": "DDIM, eta 0 (deterministic)" if hasattr(head, "alpha_bar") else "Euler ODE (deterministic)",
+        "sampler": "DDIM, eta 0 (deterministic)" if isinstance(head, Diffusion) else "Euler ODE (deterministic)",
         "source": dict(source),
         "rlft_version": __version__,
         "torch_version": torch.__version__,

@@ -127,8 +127,11 @@ class ChunkCounter:
 def test_controller_queue_executes_act_steps_then_queries(exported):
     controller = Controller(exported)
     controller._run = counter = ChunkCounter(4, 2)
-    observations = [np.full(3, float(t), np.float32) for t in range(5)]
-    actions = [controller.act(o)[0] for o in observations]
+    buffer = np.zeros(3, np.float32)  # one observation buffer refilled in place, as robot drivers do
+    actions = []
+    for t in range(5):
+        buffer[:] = t
+        actions.append(controller.act(buffer)[0])
     assert actions == [0, 1, 10, 11, 20]  # act_steps = 2 of each chunk of 4
     assert len(counter.calls) == 3
     # history of 2, padded with the first observation at the start, oldest first

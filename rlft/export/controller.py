@@ -150,9 +150,9 @@ class Controller:
         obs = self._named(obs)
         for key in self.obs_spec:
             if key not in self._history:
-                self._history[key] = deque([np.asarray(obs[key])] * self.obs_horizon, maxlen=self.obs_horizon)
+                self._history[key] = deque([np.array(obs[key])] * self.obs_horizon, maxlen=self.obs_horizon)
             else:
-                self._history[key].append(np.asarray(obs[key]))
+                self._history[key].append(np.array(obs[key]))  # a copy: robots often refill one buffer in place
         if self.ensemble is None:
             if not self._queue:
                 self._queue.extend(self._predict_one()[: self.act_steps])

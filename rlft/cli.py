@@ -38,6 +38,18 @@ def _add_config_command(sub: argparse._SubParsersAction, name: str, help: str, d
     return p
 
 
+def _add_tool_command(
+    sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], help: str, description: str, json_flag: bool = True
+) -> None:
+    """A subcommand that takes config overrides, ``--print-config`` and (``json_flag``) ``--json``, and writes no run folder."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=OVERRIDE_HELP)
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    p.set_defaults(func=func)
+
+
 def _start_run(
     command: str, args: argparse.Namespace, validate: Callable[[DictConfig], None] | None = None, may_change: tuple[str, ...] = ()
 ) -> tuple[DictConfig, Any] | None:
@@ -202,27 +214,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("eval needs the run folder: rlft eval run=runs/<name> (or a shipped policy's name)")
     if cfg.weights not in ("auto", "ema", "policy"):
         raise ConfigError(f"weights={cfg.weights}: choose auto, ema or policy")
+    if cfg.sampler not in ("default", "deterministic"):
+        raise ConfigError(f"sampler={cfg.sampler}: choose default or deterministic")
     if args.video:
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before MuJoCo renders
 
     import torch
 
+    from rlft.export.exporter import ExportedPolicy, is_exported
     from rlft.policies.policy import POLICIES_DIR, load_policy, read_spec, resolve_policy
     from rlft.runtime.evaluate import evaluate
     from rlft.runtime.seeding import set_threads
 
     set_threads(cfg.threads)
     folder = resolve_policy(cfg.run)
-    meta = read_spec(folder).get("meta", {})
-    policy = load_policy(folder, weights=cfg.weights, checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None).to(torch.device(cfg.device))
+    if is_exported(folder):  # an exported controller folder (or its graph file)
+        policy = ExportedPolicy(folder, threads=cfg.threads)
+        if cfg.steps not in (None, policy.steps):
+            raise ConfigError(f"steps={cfg.steps}: {folder} was exported with {policy.steps} sampling steps; export again with steps={cfg.steps}")
+        meta, folder, default_steps = policy.controller.meta["source"].get("meta", {}), policy.controller.folder, policy.steps
+    else:
+        meta = read_spec(folder).get("meta", {})
+        policy = load_policy(folder, weights=cfg.weights, checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None).to(torch.device(cfg.device))
+        default_steps = policy.head.steps
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
     # videos go into the run folder; a shipped policy's go to ./videos (the package stays untouched)
     video_dir = Path("videos") / folder.name if folder.resolve().is_relative_to(POLICIES_DIR) else folder / "videos"
     video = video_dir / f"eval-seed{cfg.seed}.mp4" if args.video else None
     result = evaluate(
-        policy, meta["env"], int(cfg.n_episodes), int(cfg.seed), backend=cfg.backend, steps=cfg.steps, n_envs=int(cfg.n_envs), refs=refs, video=video
+        policy,
+        meta["env"],
+        int(cfg.n_episodes),
+        int(cfg.seed),
+        backend=cfg.backend,
+        steps=cfg.steps,
+        n_envs=int(cfg.n_envs),
+        refs=refs,
+        video=video,
+        stochastic=False if cfg.sampler == "deterministic" else None,
     )
-    result = {"run": str(folder), "env": meta["env"], "steps": cfg.steps or policy.head.steps, **result}
+    result = {"run": str(folder), "env": meta["env"], "steps": cfg.steps or default_steps, **result}
     if args.json:
         print(json.dumps(result))
     else:
@@ -232,19 +263,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- bench ----------------------------------------------------------------------------------
-def cmd_bench_rollout(args: argparse.Namespace) -> int:
-    from rlft.envs.bench import bench_rollout, summary_line
+def _run_tool(command: str, args: argparse.Namespace, job: Callable[[DictConfig], dict], summary: Callable[[dict], str] | None = None) -> int:
+    """Compose ``command``'s config and print ``job(cfg)``: one JSON object, or ``summary`` of it without ``--json``."""
     from rlft.runtime.seeding import set_threads
 
-    cfg = compose("bench", args.overrides)
+    cfg = compose(command, args.overrides)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
     set_threads(cfg.threads)
-    result = bench_rollout(cfg)
-    print(json.dumps(result) if args.json else summary_line(result))
+    result = job(cfg)
+    print(json.dumps(result) if summary is None or args.json else summary(result))
     return 0
+
+
+# ---- export ---------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from rlft.export.exporter import export_run
+
+    return _run_tool("export", args, export_run)
+
+
+# ---- bench ----------------------------------------------------------------------------------
+def cmd_bench_rollout(args: argparse.Namespace) -> int:
+    from rlft.envs.bench import bench_rollout, summary_line
+
+    return _run_tool("bench", args, bench_rollout, summary_line)
+
+
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    from rlft.export.latency import bench_latency, summary_lines
+
+    return _run_tool("bench_latency", args, bench_latency, summary_lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,25 +374,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
     p.set_defaults(func=cmd_eval)
 
+    _add_tool_command(
+        sub,
+        "export",
+        cmd_export,
+        "export a policy as an ONNX or TorchScript controller",
+        "Export the deterministic sampler of a run folder, policy folder or shipped policy (K steps unrolled,\n"
+        "normalization inside, initial noise an input, dynamic batch) with controller.json beside it, after\n"
+        "checking it against PyTorch on random inputs (max abs diff <= 1e-4); prints one JSON object.\n"
+        "Overrides as in configs/export.yaml.\n\n"
+        "example: rlft export run=hopper-v5-medium-meanflow_mlp format=onnx steps=1",
+        json_flag=False,
+    )
+
     p = sub.add_parser("bench", help="speed benchmarks", description="Measure how fast parts of rlft run on this machine.")
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT", parser_class=_Parser)
-    q = bench_sub.add_parser(
+    _add_tool_command(
+        bench_sub,
         "rollout",
-        help="batched env steps/s and the raw physics rate",
-        description="Step a batched env with uniform-random actions and report env steps/s next to the raw batched\n"
+        cmd_bench_rollout,
+        "batched env steps/s and the raw physics rate",
+        "Step a batched env with uniform-random actions and report env steps/s next to the raw batched\n"
         "mj_step rate of the same model and frame skip (configs/bench.yaml).\n\n"
         "example: rlft bench rollout env=hopper backend=native n_envs=64 --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    q.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=OVERRIDE_HELP)
-    q.add_argument("--json", action="store_true", help="print one JSON object")
-    q.add_argument("--print-config", action="store_true", help="print the composed config and exit")
-    q.set_defaults(func=cmd_bench_rollout)
+    _add_tool_command(
+        bench_sub,
+        "latency",
+        cmd_bench_latency,
+        "per-chunk latency in PyTorch, TorchScript and ONNX Runtime",
+        "Export a policy to TorchScript and ONNX (temporary folder) and time one action chunk at batch 1\n"
+        "in PyTorch eager, TorchScript and ONNX Runtime: median and p99 (configs/bench_latency.yaml).\n\n"
+        "example: rlft bench latency run=hopper-v5-medium-meanflow_mlp --json",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from rlft.datasets.store import DatasetError
+    from rlft.export import ExportError
     from rlft.runtime.run import CheckpointError
 
     args = build_parser().parse_args(argv)
@@ -351,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"rlft: error: {e}", file=sys.stderr)
         return 2
-    except (DatasetError, CheckpointError, FileNotFoundError) as e:
+    except (DatasetError, CheckpointError, ExportError, FileNotFoundError) as e:
         print(f"rlft: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

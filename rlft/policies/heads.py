@@ -106,8 +106,8 @@ class Diffusion(Head):
         return torch.cat([levels, torch.tensor([-1])]).float()
 
     def transition(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cond: torch.Tensor, stochastic: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        k, k_next = int(t), int(t_next)
-        ab, ab_next = self.alpha_bar[k], self.alpha_bar[k_next]  # index -1 is the appended 1.0
+        # tensor indices (not Python ints) keep the step traceable for export; index -1 is the appended 1.0
+        ab, ab_next = self.alpha_bar[t.long()], self.alpha_bar[t_next.long()]
         eps = self.net(x, self._net_time(t, x.shape[0]), cond)
         x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
         if self.clip_x0:

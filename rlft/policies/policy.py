@@ -40,6 +40,14 @@ def _options(section: Mapping[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
 
 
+def clipped_normal(
+    shape: Sequence[int], clip: float, generator: torch.Generator | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """N(0, I) draws of ``shape``, clipped at ``clip`` std where ``clip`` > 0 (DPPO's noise clipping)."""
+    x = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return x.clamp(-clip, clip) if clip else x
+
+
 class Policy(nn.Module):
     """Build from a policy config (``configs/policy/*.yaml``), observation shapes and dataset statistics.
 
@@ -126,12 +134,10 @@ class Policy(nn.Module):
     # ---- sampling ----------------------------------------------------------------------------------
     def initial_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """x_0 ~ N(0, I) [B, H, A], clipped at ``noise_clip`` std where set."""
-        x = torch.randn(batch, self.horizon, self.action_dim, generator=generator, device=self.action_norm.center.device)
-        return x.clamp(-self.noise_clip, self.noise_clip) if self.noise_clip else x
+        return clipped_normal((batch, self.horizon, self.action_dim), self.noise_clip, generator, self.action_norm.center.device)
 
     def _randn_like(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        e = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return e.clamp(-self.noise_clip, self.noise_clip) if self.noise_clip else e
+        return clipped_normal(x.shape, self.noise_clip, generator, x.device, x.dtype)
 
     def to_actions(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized chunk -> raw actions (clipped to the data's range where the normalizer is limits)."""

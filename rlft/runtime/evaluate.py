@@ -44,11 +44,13 @@ def evaluate(
     refs: tuple[float, float] | None = None,
     video: Path | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
+    stochastic: bool | None = None,
 ) -> dict[str, Any]:
     """Return ``{return_mean, return_std, normalized_score, success_rate, episodes, env_steps_per_s, ...}``.
 
     ``policy`` is anything with ``sample(obs, steps=..., stochastic=..., generator=...)`` returning
     action chunks and ``obs_horizon``/``act_steps`` attributes (a :class:`Policy` or an exported one).
+    ``stochastic``: None = the head's default sampler (DDPM: stochastic; exported: deterministic).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1 (got {episodes})")
@@ -58,7 +60,8 @@ def evaluate(
     base = make(env_name, n_envs, backend=backend, seed=seed, device=device, **dict(env_kwargs or {}))
     env = ActionChunk(ObsHistory(base, policy.obs_horizon), policy.act_steps)
     generator = torch.Generator(device=device).manual_seed(seed)
-    stochastic = bool(getattr(getattr(policy, "head", None), "default_stochastic", False))
+    if stochastic is None:
+        stochastic = bool(getattr(getattr(policy, "head", None), "default_stochastic", False))
     frames: list[np.ndarray] = []
     counted: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]  # episodes per sub-env, in order
     env_steps = 0

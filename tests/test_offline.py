@@ -232,3 +232,9 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert "needs 'reward'" in capsys.readouterr().err
     assert not list(tmp_path.glob("offline-*"))  # nothing written
     assert EpisodeStore(tmp_path / "norew.zarr").n_steps == 4
+
+
+def test_max_q_backup_and_max_selection_run(tmp_path):
+    args = ["algo=ofql", *TINY, "algo.max_q_backup=true", "algo.select.rule=max", "train.steps=20", "eval.episodes=1"]
+    assert main(["offline", *args, f"run.dir={tmp_path}", "run.name=m"]) == 0
+    assert read_metrics(tmp_path / "m")[-1]["eval/episodes"] == 1

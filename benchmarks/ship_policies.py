@@ -33,7 +33,12 @@ def main() -> None:
         name = f"{Path(str(cfg.data.path)).name.removesuffix('.zarr.zip')}-{cfg.policy.name}"
         meta = meta | {
             "source": f"rlft pretrain {' '.join(f'{k}={v}' for k, v in cfg.choices.items())}, {int(cfg.train.steps)} steps, EMA weights",
-            "eval": {"episodes": args.episodes, "seed": args.seed, "steps": policy.head.steps, **{k: result[k] for k in ("return_mean", "return_std", "normalized_score")}},
+            "eval": {
+                "episodes": args.episodes,
+                "seed": args.seed,
+                "steps": policy.head.steps,
+                **{k: result[k] for k in ("return_mean", "return_std", "normalized_score")},
+            },
         }
         save_policy(policy, POLICIES_DIR / name, meta)
         print(json.dumps({"policy": name, **meta["eval"]}))

@@ -103,6 +103,14 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_merge(args: argparse.Namespace) -> int:
+    from rlft.datasets.store import merge_stores
+
+    s = merge_stores(args.srcs, args.out).summary()
+    print(json.dumps({"path": s["path"], "episodes": s["episodes"], "steps": s["steps"], "return_mean": round(s["return"]["mean"], 1)}))
+    return 0
+
+
 def cmd_data_info(args: argparse.Namespace) -> int:
     from rlft.datasets.store import EpisodeStore
 
@@ -152,11 +160,10 @@ def _check_data(cfg: DictConfig) -> None:
         raise ConfigError(f"data {cfg.data.path} was recorded in '{cfg.data.env}' but env={cfg.env.name}; choose env={cfg.data.env}")
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from rlft.algos.pretrain import pretrain
-
+def _train(command: str, args: argparse.Namespace, validate: Callable[[DictConfig], None], train: Callable[..., Any]) -> int:
+    """Start the run, call ``train(cfg, run, evaluate)`` with the run's evaluator (if eval.episodes), print the run."""
     # Evaluation reads the trained weights only, so a resumed run may evaluate differently.
-    started = _start_run("pretrain", args, _check_data, may_change=("eval",))
+    started = _start_run(command, args, validate, may_change=("eval",))
     if started is None:
         return 0
     cfg, run = started
@@ -165,9 +172,32 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         from rlft.runtime.evaluate import policy_evaluator
 
         evaluate = policy_evaluator(cfg, run)
-    pretrain(cfg, run, evaluate)
+    train(cfg, run, evaluate)
     print(json.dumps({"run": str(run.folder), "steps": int(cfg.train.steps)}))
     return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from rlft.algos.pretrain import pretrain
+
+    return _train("pretrain", args, _check_data, pretrain)
+
+
+# ---- offline --------------------------------------------------------------------------------
+def _check_offline(cfg: DictConfig) -> None:
+    from omegaconf import OmegaConf
+
+    from rlft.algos.offline import check_transitions, validate
+
+    validate(cfg)
+    _check_data(OmegaConf.create({"policy": cfg.algo.policy, "data": cfg.data, "env": cfg.env}))
+    check_transitions(cfg)
+
+
+def cmd_offline(args: argparse.Namespace) -> int:
+    from rlft.algos.offline import train_offline
+
+    return _train("offline", args, _check_offline, train_offline)
 
 
 # ---- finetune ---------------------------------------------------------------------------------
@@ -324,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
     q.set_defaults(func=cmd_data_import)
     q = data_sub.add_parser(
+        "merge",
+        help="concatenate stores into one (e.g. medium + expert)",
+        description="Write the episodes of every SRC, in order, into a new store OUT (same keys; same reference returns).",
+    )
+    q.add_argument("srcs", nargs="+", metavar="SRC", help="store paths or shipped dataset names")
+    q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
+    q.set_defaults(func=cmd_data_merge)
+    q = data_sub.add_parser(
         "info", help="summarise a native store", description="Print episodes, steps, keys (per-step shapes), returns and reference returns of a store."
     )
     q.add_argument("path", help="store path, or the name of a shipped dataset (e.g. hopper-v5-medium)")
@@ -359,6 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
         "example: rlft finetune algo=reinflow env=hopper train.iterations=50",
     )
     p.set_defaults(func=cmd_finetune)
+
+    p = _add_config_command(
+        sub,
+        "offline",
+        "offline RL from a dataset with a learned critic (DQL, OFQL)",
+        "Train a diffusion (algo=dql) or mean-flow (algo=ofql) actor with a twin-Q critic on a fixed dataset;\n"
+        "evaluate the final EMA actor in the env (eval.episodes, 0 = skip).\n\n"
+        "example: rlft offline algo=ofql data=hopper_medium train.steps=20000",
+    )
+    p.set_defaults(func=cmd_offline)
 
     p = sub.add_parser(
         "eval",

@@ -23,6 +23,17 @@ from rlft.runtime.seeding import seed_everything
 from rlft.runtime.trainer import fit
 
 
+def policy_meta(cfg: DictConfig, source: str) -> dict[str, Any]:
+    """What a trained policy's ``policy.json`` records: its env, reference returns, data and origin."""
+    refs = reference_returns(cfg)
+    return {
+        "env": cfg.data.get("env") or cfg.env.name,
+        "ref_returns": {"random": refs[0], "expert": refs[1]} if refs else None,
+        "data": str(cfg.data.path),
+        "source": source,
+    }
+
+
 def pretrain(cfg: DictConfig, run: Run, evaluate: Callable[[Policy, int], Mapping[str, float]] | None = None) -> Policy:
     """Train ``cfg.policy`` on ``cfg.data`` for ``cfg.train.steps``; returns the EMA policy.
 
@@ -33,14 +44,7 @@ def pretrain(cfg: DictConfig, run: Run, evaluate: Callable[[Policy, int], Mappin
     store = EpisodeStore(cfg.data.path)
     policy = policy_from_store(cfg.policy, store).to(device)
     sampler = WindowSampler(store, obs_keys=list(cfg.policy.obs_keys), obs_horizon=policy.obs_horizon, horizon=policy.horizon)
-    refs = reference_returns(cfg)
-    meta = {
-        "env": cfg.data.get("env") or cfg.env.name,
-        "ref_returns": {"random": refs[0], "expert": refs[1]} if refs else None,
-        "data": str(cfg.data.path),
-        "source": f"rlft pretrain, run {run.folder}",
-    }
-    write_spec(run.folder, policy, meta)
+    write_spec(run.folder, policy, policy_meta(cfg, f"rlft pretrain, run {run.folder}"))
     ema = EMA(policy, decay=cfg.ema.decay, every=cfg.ema.every, start=cfg.ema.start)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.train.warmup, cfg.train.steps, cfg.train.min_lr / cfg.train.lr))

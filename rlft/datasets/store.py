@@ -219,3 +219,26 @@ def _walk_arrays(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield f"{prefix}{name}", arr
     for name, sub in sorted(group.groups()):
         yield from _walk_arrays(sub, f"{prefix}{name}/")
+
+
+def merge_stores(paths: list[str | Path], out: str | Path) -> EpisodeStore:
+    """Concatenate the episodes of several stores into a new store at ``out`` (D4RL's medium-expert mix).
+
+    The stores must have the same keys with the same per-step shapes; metadata (reference returns,
+    env id) comes from the first, and the merged store records its sources. Reference returns that
+    differ between the stores are refused: scores against either would be wrong for the other's part.
+    """
+    stores = [EpisodeStore(p) for p in paths]
+    if len(stores) < 2:
+        raise DatasetError("merge needs at least two stores")
+    first = stores[0]
+    for s in stores[1:]:
+        if s.keys != first.keys:
+            raise DatasetError(f"{s.path}: keys {s.keys} differ from {first.path}'s {first.keys}; cannot merge")
+        if s.meta.get("ref_returns") != first.meta.get("ref_returns"):
+            raise DatasetError(f"{s.path}: reference returns differ from {first.path}'s; scores would not be comparable")
+    data = {k: np.concatenate([s[k] for s in stores]) for k in first.keys}
+    ends = np.concatenate([s.episode_ends + offset for s, offset in zip(stores, np.cumsum([0] + [s.n_steps for s in stores[:-1]]))])
+    keep = ("env_id", "ref_returns")
+    meta = {k: first.meta[k] for k in keep if k in first.meta} | {"source": "merge", "merged_from": [str(s.path) for s in stores]}
+    return write_episodes(out, data, ends, meta)

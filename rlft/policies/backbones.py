@@ -71,7 +71,8 @@ class ResidualMLP(nn.Module):
     """DPPO's denoiser shape: [flattened chunk, time embedding, cond] -> residual MLP -> chunk.
 
     ``depth`` counts hidden layers of width ``hidden``: one input layer, then residual blocks of two
-    layers each (depth 3 = input layer + one block, DPPO's 512-512-512).
+    layers each (depth 3 = input layer + one block, DPPO's 512-512-512). ``residual=False`` makes it a
+    plain Mish MLP of ``depth`` hidden layers (any depth; DQL's 3x256 noise net).
     """
 
     def __init__(
@@ -85,14 +86,19 @@ class ResidualMLP(nn.Module):
         time_dim: int = 16,
         layer_norm: bool = False,
         time_scale: float = 1000.0,
+        residual: bool = True,
     ):
         super().__init__()
-        if depth < 1 or (depth - 1) % 2:
+        if depth < 1 or (residual and (depth - 1) % 2):
             raise ValueError(f"ResidualMLP depth must be odd (1 input layer + 2 per residual block), got {depth}")
         self.action_dim, self.horizon = action_dim, horizon
         self.time = TimeEmbedding(n_times, time_dim, time_dim, time_scale)
         self.inp = nn.Linear(horizon * action_dim + time_dim + cond_dim, hidden)
-        self.blocks = nn.Sequential(*[ResidualBlock(hidden, layer_norm) for _ in range((depth - 1) // 2)])
+        if residual:
+            self.blocks = nn.Sequential(*[ResidualBlock(hidden, layer_norm) for _ in range((depth - 1) // 2)])
+        else:
+            norm = (lambda: nn.LayerNorm(hidden)) if layer_norm else nn.Identity
+            self.blocks = nn.Sequential(*[nn.Sequential(norm(), nn.Mish(), nn.Linear(hidden, hidden)) for _ in range(depth - 1)])
         self.out = nn.Sequential(nn.Mish(), nn.Linear(hidden, horizon * action_dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,217 @@
+"""Offline RL with a generative actor and a twin-Q critic: DQL (diffusion) and OFQL (mean flow).
+
+Both methods share one skeleton (OFQL is DQL's with another actor); the config's ``algo`` says which:
+
+* critic: twin Q with Polyak targets, TD target r + gamma (1 - terminal) min_i Q_i'(s', a'), a' from
+  the EMA actor (or, with ``max_q_backup``, the max over ``backup_samples`` actions per Q first);
+* actor: BC loss of its head + eta * (-Q_i(s, a_pi) / mean|Q_j|) with a_pi sampled *with gradients*
+  by the head's own sampler, (i, j) a random order of the two critics (DQL's). For DQL the sampler is
+  the whole T-step DDPM chain (backprop through the chain); for OFQL it is the one-step mean-flow map
+  a = eps - u(eps, 0, 1; s), so no chain is differentiated (alpha = eta / E|Q|);
+* acting: ``select.candidates`` samples per state, one picked by max or softmax of the target Q.
+
+The step loop, checkpoints and exact resume are :func:`rlft.runtime.trainer.fit`'s; evaluation is
+:func:`rlft.runtime.evaluate.evaluate` through :class:`QSelect`. Evaluation numbers are logged, never
+used to pick weights: the result is the final EMA actor.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from rlft.algos.critics import TwinQ
+from rlft.algos.pretrain import policy_meta
+from rlft.config import CONFIG_DIR, ConfigError
+from rlft.datasets.store import EpisodeStore
+from rlft.datasets.transitions import TransitionSampler
+from rlft.policies.ema import EMA
+from rlft.policies.policy import Obs, Policy, policy_from_store, write_spec
+from rlft.runtime.plots import plot_metrics
+from rlft.runtime.run import Run
+from rlft.runtime.schedules import warmup_cosine
+from rlft.runtime.seeding import seed_everything
+from rlft.runtime.trainer import fit
+
+SELECT_RULES = ("max", "softmax")
+PLOTTED = ("critic_loss", "bc_loss", "q_mean", "eval/normalized_score")
+
+
+def offline_algos(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Names of the ``configs/algo`` options whose ``kind`` is offline."""
+    return sorted(p.stem for p in (config_dir / "algo").glob("*.yaml") if OmegaConf.load(p).get("kind") == "offline")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Config errors a user can fix, before anything is written."""
+    algo = cfg.algo
+    if algo.get("kind") != "offline":
+        raise ConfigError(f"algo={algo.name} is not an offline algorithm (kind: {algo.get('kind')}); rlft offline takes algo={' or '.join(offline_algos())}")
+    if algo.policy.horizon != 1 or algo.policy.act_steps != 1:
+        raise ConfigError(
+            f"offline RL learns Q over single actions: set algo.policy.horizon=1 and algo.policy.act_steps=1 (got {algo.policy.horizon}, "
+            f"{algo.policy.act_steps})"
+        )
+    if algo.select.rule not in SELECT_RULES or algo.select.candidates < 1:
+        raise ConfigError(f"algo.select: rule must be one of {', '.join(SELECT_RULES)} and candidates >= 1 (got {algo.select.rule}, {algo.select.candidates})")
+
+
+def check_transitions(cfg: DictConfig) -> None:
+    """The dataset has rewards, terminal flags and usable transitions (else a one-line DatasetError)."""
+    TransitionSampler(EpisodeStore(cfg.data.path), list(cfg.algo.policy.obs_keys))
+
+
+def _repeat(obs: Obs, n: int) -> Obs:
+    """Each observation n times in a row (dim 0)."""
+    if isinstance(obs, torch.Tensor):
+        return obs.repeat_interleave(n, 0)
+    return {k: v.repeat_interleave(n, 0) for k, v in obs.items()}
+
+
+class QSelect(nn.Module):
+    """An actor that samples ``candidates`` chunks per observation and keeps one by the critic's target Q.
+
+    It has the Policy's sampling interface (``sample``, ``obs_horizon``, ``act_steps``,
+    ``action_norm``, ``head``), so :func:`rlft.runtime.evaluate.evaluate` runs it as it is.
+    ``rule``: ``max`` (argmax Q) or ``softmax`` (sample with probabilities softmax(Q), DQL's).
+    """
+
+    def __init__(self, actor: Policy, critic: TwinQ, candidates: int, rule: str):
+        super().__init__()
+        self.actor, self.critic, self.candidates, self.rule = actor, critic, candidates, rule
+        self.obs_horizon, self.act_steps = actor.obs_horizon, actor.act_steps
+
+    @property
+    def action_norm(self) -> nn.Module:
+        return self.actor.action_norm
+
+    @property
+    def head(self) -> nn.Module:
+        return self.actor.head
+
+    @torch.no_grad()
+    def sample(
+        self, obs: Obs, noise: torch.Tensor | None = None, steps: int | None = None, stochastic: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Raw action chunks [B, H, A], one per observation."""
+        if self.candidates == 1:
+            return self.actor.sample(obs, noise, steps, stochastic, generator)
+        many = _repeat(obs, self.candidates)
+        chunks = self.actor.sample(many, None if noise is None else noise.repeat_interleave(self.candidates, 0), steps, stochastic, generator)
+        q = self.critic.target(self.actor.encode(many), self.actor.action_norm(chunks)).min(0).values.view(-1, self.candidates)
+        if self.rule == "max":
+            pick = q.argmax(1)
+        else:
+            pick = torch.multinomial(torch.softmax(q, 1), 1, generator=generator).squeeze(1)
+        return chunks.view(q.shape[0], self.candidates, *chunks.shape[1:])[torch.arange(q.shape[0]), pick]
+
+
+def actor_action(policy: Policy, obs: Obs) -> torch.Tensor:
+    """a ~ pi(.|s) in normalized action space [B, H, A], with gradients through the head's sampler.
+
+    DDPM: all T ancestral steps are differentiated; mean flow: one step eps - u(eps, 0, 1).
+    """
+    return policy.action_norm(policy.sample(obs, stochastic=policy.head.default_stochastic))
+
+
+def q_objective(q: torch.Tensor) -> torch.Tensor:
+    """-Q_i(s, a_pi) / mean|Q_j| for a random order (i, j) of the twins; q [2, B] -> scalar."""
+    i = int(torch.randint(2, ()))
+    return -q[i].mean() / q[1 - i].abs().mean().detach()
+
+
+def train_offline(cfg: DictConfig, run: Run, evaluate: Callable[[nn.Module, int], Mapping[str, float]] | None = None) -> QSelect:
+    """Train ``cfg.algo`` on ``cfg.data`` for ``cfg.train.steps``; returns the final EMA actor with Q selection."""
+    algo = cfg.algo
+    rng = seed_everything(cfg.seed)
+    device = torch.device(cfg.device)
+    store = EpisodeStore(cfg.data.path)
+    actor = policy_from_store(algo.policy, store).to(device)
+    sampler = TransitionSampler(store, list(algo.policy.obs_keys), actor.obs_horizon)
+    # `rlft eval run=...` evaluates the EMA actor (without Q selection)
+    write_spec(run.folder, actor, policy_meta(cfg, f"rlft offline algo={algo.name}, run {run.folder}"))
+    critic = TwinQ(actor.encoder.out_dim, actor.horizon * actor.action_dim, int(algo.critic.hidden), int(algo.critic.depth)).to(device)
+    ema = EMA(actor, decay=algo.ema.decay, every=algo.ema.every, start=algo.ema.start)
+    steps, batch_size = int(cfg.train.steps), int(cfg.train.batch_size)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=algo.lr)
+    critic_opt = torch.optim.Adam(critic.trained_parameters(), lr=algo.lr)
+    factor = warmup_cosine(0, steps, 0.0) if algo.lr_decay else (lambda step: 1.0)
+    actor_sched, critic_sched = (torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (actor_opt, critic_opt))
+    obs_keys = list(algo.policy.obs_keys)
+    grad_clip = float(algo.grad_clip) if algo.grad_clip else float("inf")
+    eval_every = int(cfg.eval.every) if evaluate is not None else 0
+    learn_q = bool(algo.eta) or int(algo.select.candidates) > 1  # pure BC (eta 0, one candidate) needs no critic
+    clock = {"t": time.perf_counter()}
+
+    def acting(model: Policy) -> QSelect:
+        return QSelect(model, critic, int(algo.select.candidates), algo.select.rule).eval()
+
+    def next_value(next_obs: dict[str, torch.Tensor], next_state: torch.Tensor) -> torch.Tensor:
+        """min_i Q_i'(s', a') [B], a' from the EMA actor (max over samples first with max_q_backup)."""
+        n = int(algo.backup_samples) if algo.max_q_backup else 1
+        with torch.no_grad():
+            a_next = actor_action(ema.model, _repeat(next_obs, n))
+            q = critic.target(next_state.repeat_interleave(n, 0), a_next).view(2, -1, n)
+        return q.max(2).values.min(0).values
+
+    def update(step: int) -> dict[str, Any]:
+        batch = {k: v.to(device) for k, v in sampler.sample(batch_size, rng).items()}
+        obs = {k: batch[k] for k in obs_keys}
+        next_obs = {k: batch[f"next_{k}"] for k in obs_keys}
+        actor.train()
+        metrics: dict[str, Any] = {}
+        if learn_q:
+            with torch.no_grad():
+                state, next_state = actor.encode(obs), actor.encode(next_obs)
+                target = batch["reward"] + algo.gamma * (1 - batch["terminal"]) * next_value(next_obs, next_state)
+            q = critic(state, actor.action_norm(batch["action"]))
+            critic_loss = ((q - target) ** 2).mean(1).sum()
+            critic_opt.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            critic_grad = nn.utils.clip_grad_norm_(critic.trained_parameters(), grad_clip)
+            critic_opt.step()
+            critic_sched.step()
+            critic.update_target(algo.tau)
+            metrics |= {"critic_loss": critic_loss.item(), "q_mean": q.mean().item(), "critic_grad_norm": critic_grad.item()}
+
+        actor_loss = bc_loss = actor.loss(batch)
+        if algo.eta:
+            critic.requires_grad_(False)  # the Q term's gradient is for the actor only
+            q_loss = q_objective(critic(state, actor_action(actor, obs)))
+            critic.q.requires_grad_(True)
+            actor_loss = bc_loss + algo.eta * q_loss
+            metrics["q_loss"] = q_loss.item()
+        actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_grad = nn.utils.clip_grad_norm_(actor.parameters(), grad_clip)
+        actor_opt.step()
+        ema.update(actor, step)
+        actor_sched.step()
+        metrics |= {"bc_loss": bc_loss.item(), "actor_loss": actor_loss.item(), "actor_grad_norm": actor_grad.item(), "lr": actor_sched.get_last_lr()[0]}
+        if step % cfg.train.log_every == 0:
+            now = time.perf_counter()
+            metrics["steps_per_s"] = cfg.train.log_every / (now - clock["t"])
+            clock["t"] = now
+        if evaluate is not None and ((eval_every and step % eval_every == 0) or step == steps):
+            metrics.update({f"eval/{k}": v for k, v in evaluate(acting(ema.model), step).items()})
+            clock["t"] = time.perf_counter()
+        return metrics
+
+    fit(
+        run,
+        update,
+        steps,
+        modules={"policy": actor, "ema": ema, "critic": critic},
+        optimizers={"actor_opt": actor_opt, "critic_opt": critic_opt, "actor_sched": actor_sched, "critic_sched": critic_sched},
+        generators={"data": rng},
+        log_every=int(cfg.train.log_every),
+        checkpoint_every=int(cfg.train.checkpoint_every),
+        desc=f"offline {algo.name}",
+    )
+    plot_metrics(run.folder, PLOTTED, run.folder / "learning_curve.png")
+    return acting(ema.model)

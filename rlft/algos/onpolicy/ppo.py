@@ -75,8 +75,9 @@ class ChainPPO:
         batch = min(int(cfg.batch_size), n_items)
         perms = [torch.randperm(n_items) for _ in range(int(cfg.update_epochs))]
         # Old log-probs: recomputed before any update with the first epoch's minibatches, so the first
-        # minibatch's ratio is exactly 1; they differ from the ones recorded while sampling only by
-        # float rounding (logged), because both use the chain's own time grid.
+        # minibatch's ratio is exactly 1. They match the sampling distribution's log-probs recorded in
+        # the rollout up to float rounding (logged), because both use the chain's own time grid (and,
+        # for DPPO, when the sampling and likelihood std floors are equal, as by default).
         old_lp = torch.empty(n_items)
         with torch.no_grad():
             for start in range(0, n_items, batch):

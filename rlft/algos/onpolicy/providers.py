@@ -82,7 +82,8 @@ class DPPOChain(ChainProvider):
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         chain = self.actor.chain(obs, self.steps, noise=self.sampling_noise)
         latents = chain.latents[:, self.start :]
-        log_probs = torch.stack([self.step_log_probs(obs, latents, k) for k in range(self.ft_steps)], 1)
+        # the sampling distribution's own log-probs, from the chain's means and stds (no second pass)
+        log_probs = self._reduce(gaussian_log_prob(latents[:, 1:], chain.means[:, self.start :], chain.stds[:, self.start :]))
         return chain.actions, {"latents": latents, "log_probs": log_probs}
 
     def regularizer(self, obs: torch.Tensor) -> torch.Tensor:
@@ -162,8 +163,9 @@ class ReinFlowChain(ChainProvider):
     @torch.no_grad()
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         chain = self.actor.chain(obs, self.steps, noise=self.noise)
-        log_prob, _ = self.chain_log_probs(obs, chain.latents)
-        return chain.actions, {"latents": chain.latents, "log_probs": log_prob[:, None]}
+        x0 = chain.latents[:, 0]
+        elements = gaussian_log_prob(chain.latents[:, 1:], chain.means, chain.stds).sum(1) + gaussian_log_prob(x0, torch.zeros_like(x0), torch.ones_like(x0))
+        return chain.actions, {"latents": chain.latents, "log_probs": self._reduce(elements)[:, None]}
 
     def regularizer(self, obs: torch.Tensor) -> torch.Tensor:
         """ReinFlow's optional term: squared distance between fine-tuned and frozen actions from the same noise."""

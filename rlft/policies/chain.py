@@ -56,7 +56,6 @@ class Chain:
     * ``log_probs`` [B, K]          log-density of each transition, summed over (H, A)
     * ``init_log_prob`` [B]         log N(x_0; 0, I) summed over (H, A) (ReinFlow counts it)
     * ``actions``   [B, H, A]       x_K mapped back to raw actions (clipped where the policy clips)
-    * ``start``                     where this chain starts in the full grid (0 unless sampled from a midpoint)
     """
 
     latents: torch.Tensor
@@ -66,7 +65,6 @@ class Chain:
     log_probs: torch.Tensor
     init_log_prob: torch.Tensor
     actions: torch.Tensor
-    start: int = 0  # index of the first transition in the full sampling grid
 
     @property
     def steps(self) -> int:

@@ -173,28 +173,16 @@ class Policy(nn.Module):
         noise: ChainNoise | None = None,
         generator: torch.Generator | None = None,
         init_noise: torch.Tensor | None = None,
-        start: int = 0,
-        stop: int | None = None,
     ) -> Chain:
-        """Sample a chain of Gaussian transitions; ``noise`` gives each step's std (default: head std floored at 0.1).
-
-        ``start``/``stop`` run only transitions start..stop-1 of the ``steps``-step grid, from ``init_noise``
-        (the latent at grid[start]); the chain's grid is then that slice. DPPO samples the early steps with
-        a frozen copy and the last ones with the fine-tuned policy this way.
-        """
+        """Sample a chain of Gaussian transitions; ``noise`` gives each step's std (default: head std floored at 0.1)."""
         noise = noise or StdFloor(0.1)
         cond = self.encode(obs)
         x = self.initial_noise(cond.shape[0], generator) if init_noise is None else init_noise.to(cond)
         self._check_noise(x, cond.shape[0])
-        full = self.head.time_grid(steps or self.head.steps).to(cond.device)
-        stop = len(full) - 1 if stop is None else stop
-        if not 0 <= start < stop <= len(full) - 1:
-            raise ValueError(f"chain steps {start}..{stop} outside the {len(full) - 1}-step grid")
-        grid = full[start : stop + 1]
+        grid = self.head.time_grid(steps or self.head.steps).to(cond.device)
         latents, means, stds = [x], [], []
         for i in range(len(grid) - 1):
-            mean, natural = self._head_at(start + i).transition(x, grid[i], grid[i + 1], cond, stochastic=True)
-            std = noise(x, grid[i], grid[i + 1], cond, natural).expand_as(mean)
+            mean, std = self._gaussian_step(i, x, grid[i], grid[i + 1], cond, noise)
             x = mean + std * self._randn_like(mean, generator)
             latents.append(x)
             means.append(mean)
@@ -202,7 +190,14 @@ class Policy(nn.Module):
         latents_t, means_t, stds_t = torch.stack(latents, 1), torch.stack(means, 1), torch.stack(stds, 1)
         log_probs = gaussian_log_prob(latents_t[:, 1:], means_t, stds_t).sum((2, 3))
         init_log_prob = gaussian_log_prob(latents_t[:, 0], torch.zeros_like(x), torch.ones_like(x)).sum((1, 2))
-        return Chain(latents_t, grid, means_t, stds_t, log_probs, init_log_prob, self.to_actions(x), start)
+        return Chain(latents_t, grid, means_t, stds_t, log_probs, init_log_prob, self.to_actions(x))
+
+    def _gaussian_step(
+        self, i: int, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cond: torch.Tensor, noise: ChainNoise
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) [B, H, A] of transition ``i`` (t -> t_next): the head's step mean, the noise source's std."""
+        mean, natural = self._head_at(i).transition(x, t, t_next, cond, stochastic=True)
+        return mean, noise(x, t, t_next, cond, natural).expand_as(mean)
 
     def log_prob_chain(self, obs: Obs, chain: Chain, noise: ChainNoise | None = None, steps: Sequence[int] | None = None, reduce: bool = True) -> torch.Tensor:
         """Log-probs of the chain's transitions under the current parameters, on the chain's own grid.
@@ -210,7 +205,7 @@ class Policy(nn.Module):
         ``steps``: transition indices to score (default all); returns [B, len(steps)] or, without
         ``reduce``, element-wise [B, len(steps), H, A].
         """
-        return self.transition_log_probs(obs, chain.latents, chain.grid, noise, steps, reduce, chain.start)[0]
+        return self.transition_log_probs(obs, chain.latents, chain.grid, noise, steps, reduce)[0]
 
     def transition_log_probs(
         self,
@@ -224,7 +219,8 @@ class Policy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-probs, stds) of transitions ``latents[:, i] -> latents[:, i + 1]`` on ``grid`` [K+1].
 
-        ``start``: the grid's first transition index in the full sampling grid (see :meth:`chain`).
+        ``start``: the index of ``grid``'s first transition in the full sampling grid, when ``latents`` and
+        ``grid`` are the tail of a chain (DPPO scores only its fine-tuned last steps).
         ``latents`` [B, K+1, H, A]; log-probs [B, n] (or [B, n, H, A] without ``reduce``) and the stds
         [B, n, H, A] used, for the n transition indices in ``steps`` (default all K).
         """
@@ -233,10 +229,8 @@ class Policy(nn.Module):
         grid = grid.to(cond.device)
         log_probs, stds = [], []
         for i in range(latents.shape[1] - 1) if steps is None else steps:
-            x, x_next = latents[:, i], latents[:, i + 1]
-            mean, natural = self._head_at(start + i).transition(x, grid[i], grid[i + 1], cond, stochastic=True)
-            std = noise(x, grid[i], grid[i + 1], cond, natural).expand_as(mean)
-            lp = gaussian_log_prob(x_next, mean, std)
+            mean, std = self._gaussian_step(start + i, latents[:, i], grid[i], grid[i + 1], cond, noise)
+            lp = gaussian_log_prob(latents[:, i + 1], mean, std)
             log_probs.append(lp.sum((1, 2)) if reduce else lp)
             stds.append(std)
         return torch.stack(log_probs, 1), torch.stack(stds, 1)

@@ -18,6 +18,7 @@ from torch import nn
 
 from rlft.algos.onpolicy.providers import ChainProvider
 from rlft.algos.onpolicy.rollout import Rollout, compute_gae
+from rlft.policies.backbones import ResidualBlock
 
 
 class Critic(nn.Module):
@@ -25,8 +26,6 @@ class Critic(nn.Module):
 
     def __init__(self, obs_dim: int, hidden: int = 256, depth: int = 3):
         super().__init__()
-        from rlft.policies.backbones import ResidualBlock
-
         self.inp = nn.Linear(obs_dim, hidden)
         self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range((depth - 1) // 2)])
         self.out = nn.Sequential(nn.Mish(), nn.Linear(hidden, 1))
@@ -40,10 +39,10 @@ def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(1 - (target - pred).var() / var) if var > 0 else float("nan")
 
 
-def clip_schedule(k: int, n: int, clip_base: float, clip: float) -> float:
+def clip_schedule(k: torch.Tensor | int, n: int, clip_base: float, clip: float) -> torch.Tensor | float:
     """Clip range of fine-tuned step k of n: ``clip_base`` (k = 0, noisiest) to ``clip`` (last).
 
-    With one fine-tuned step this is ``clip`` (DPPO's formula divides 0 by 0 there).
+    With one fine-tuned step this is ``clip`` (DPPO's formula divides 0 by 0 there). ``k`` may be a tensor.
     """
     return clip if n == 1 else clip_base + (clip - clip_base) * k / (n - 1)
 
@@ -170,6 +169,5 @@ class ChainPPO:
 
     def _clip_ranges(self, step_idx: torch.Tensor, k_steps: int) -> torch.Tensor:
         """Clip range per item: :func:`clip_schedule` of its denoising step (one value for chain ratios)."""
-        if not self.provider.per_step or k_steps == 1:
-            return torch.full(step_idx.shape, float(self.cfg.clip))
-        return self.cfg.clip_base + (self.cfg.clip - self.cfg.clip_base) * step_idx.float() / (k_steps - 1)
+        n = k_steps if self.provider.per_step else 1
+        return torch.as_tensor(clip_schedule(step_idx.float(), n, self.cfg.clip_base, self.cfg.clip)).expand(step_idx.shape)

@@ -205,30 +205,31 @@ def _check_finetune(cfg: DictConfig) -> None:
     """An online algo, a base policy that exists and suits it; fills in the default base."""
     from pathlib import Path
 
+    from rlft.algos.registry import ONLINE
     from rlft.policies.policy import read_spec
 
-    if cfg.algo.get("kind") != "online":
-        raise ConfigError(f"algo={cfg.algo.name} is not an online fine-tuning algorithm; choose algo=dppo or algo=reinflow")
+    if cfg.algo.get("kind") != "online" or cfg.algo.name not in ONLINE:
+        raise ConfigError(f"algo={cfg.algo.name} is not an online fine-tuning algorithm; choose algo={' or algo='.join(ONLINE)}")
     if cfg.base is None:
         cfg.base = f"{Path(str(cfg.data.path)).name.removesuffix('.zarr.zip')}-{cfg.algo.policy}"
     try:
         head = read_spec(cfg.base)["policy"]["head"]["type"]
     except FileNotFoundError as e:
         raise ConfigError(f"base={cfg.base}: {e}") from None
-    wanted = {"dppo": ("diffusion",), "reinflow": ("flow", "shortcut", "meanflow")}[cfg.algo.name]
+    wanted = ONLINE[cfg.algo.name].heads
     if head not in wanted:
         raise ConfigError(f"algo={cfg.algo.name} fine-tunes {' or '.join(wanted)} policies; base {cfg.base} is a {head} policy")
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from rlft.algos.onpolicy.finetune import finetune
+    from rlft.algos.registry import ONLINE, entry_point
 
     started = _start_run("finetune", args, _check_finetune, may_change=("eval",))
     if started is None:
         return 0
     cfg, run = started
-    finetune(cfg, run)
-    print(json.dumps({"run": str(run.folder), "iterations": int(cfg.train.iterations), "plot": str(run.folder / "learning_curve.png")}))
+    entry_point(ONLINE[cfg.algo.name].train)(cfg, run)
+    print(json.dumps({"run": str(run.folder), "plot": str(run.folder / "learning_curve.png")}))
     return 0
 
 
@@ -251,8 +252,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     import torch
 
+    from rlft.algos.registry import load_trained_policy
     from rlft.export.exporter import ExportedPolicy, is_exported
-    from rlft.policies.policy import POLICIES_DIR, load_policy, read_spec, resolve_policy
+    from rlft.policies.policy import POLICIES_DIR, read_spec, resolve_policy
     from rlft.runtime.evaluate import evaluate
     from rlft.runtime.seeding import set_threads
 
@@ -265,7 +267,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         meta, folder, default_steps = policy.controller.meta["source"].get("meta", {}), policy.controller.folder, policy.steps
     else:
         meta = read_spec(folder).get("meta", {})
-        policy = load_policy(folder, weights=cfg.weights, checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None).to(torch.device(cfg.device))
+        policy = load_trained_policy(folder, weights=cfg.weights, checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None).to(torch.device(cfg.device))
         default_steps = policy.head.steps
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
     # videos go into the run folder; a shipped policy's go to ./videos (the package stays untouched)

@@ -83,6 +83,17 @@ def _check_type(key: str, old: Any, new: Any) -> None:
         raise ConfigError(f"{key}={new!r}: expected a value like the default {old!r} ({type(old).__name__})")
 
 
+_MISSING = object()
+
+
+def _flatten(section: DictConfig, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested section -> [(dotted key, leaf value)]."""
+    items: list[tuple[str, Any]] = []
+    for key, value in section.items():
+        items += _flatten(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else [(f"{prefix}{key}", value)]
+    return items
+
+
 def compose(command: str, overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
     """Build the config of ``command`` with ``overrides`` applied; raises :class:`ConfigError`."""
     base_path = config_dir / f"{command}.yaml"
@@ -112,10 +123,15 @@ def compose(command: str, overrides: Iterable[str] = (), config_dir: Path = CONF
             raise ConfigError(f"{base_path.name}: unknown group '{group}'; groups: {_choices(all_groups)}")
         if option not in all_groups[group]:
             raise ConfigError(f"{base_path.name}: unknown option '{option}' for group '{group}'; choose one of: {_choices(all_groups[group])}")
-    cfg = OmegaConf.merge(
-        *(OmegaConf.create({g: _load_yaml(config_dir / g / f"{o}.yaml")}) for g, o in chosen.items()),
-        base,
-    )
+    options = {g: _load_yaml(config_dir / g / f"{o}.yaml") for g, o in chosen.items()}
+    # an option may set values of the command's own config (algo=dsrl: train.n_envs), below the overrides
+    sets = [(f"{g}/{chosen[g]}.yaml", opt.pop("command_defaults")) for g, opt in options.items() if "command_defaults" in opt]
+    cfg = OmegaConf.merge(*(OmegaConf.create({g: opt}) for g, opt in options.items()), base)
+    for source, section in sets:
+        for key, value in _flatten(section):
+            if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+                raise ConfigError(f"{source}: command_defaults sets '{key}', which {base_path.name} does not have")
+            OmegaConf.update(cfg, key, value, merge=False)
     cfg.choices = chosen
 
     for key, value in values:

@@ -27,3 +27,61 @@ def make_episodes(lengths, obs_dim=3, act_dim=2, seed=0):
     terminated = np.zeros(total, bool)
     terminated[ends - 1] = True
     return {"obs": obs, "action": action, "reward": np.ones(total, np.float32), "terminated": terminated, "truncated": np.zeros(total, bool)}, ends
+
+
+# ---- the toy fine-tuning task (PointMass), shared by the online fine-tuning tests ------------------------
+def record_demos(path, n_envs=20, episodes=100, seed=0):
+    """Episodes of the curling (poor) demonstrator on PointMass."""
+    from rlft.datasets.store import write_episodes
+    from rlft.envs import make
+    from rlft.envs.toy import curling_demonstrator
+
+    env = make("pointmass", n_envs, seed=seed)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset()
+    running = [[] for _ in range(n_envs)]
+    done_eps = []
+    while len(done_eps) < episodes:
+        a = curling_demonstrator(obs.numpy(), rng)
+        nxt, r, te, tr, _ = env.step(torch.from_numpy(a))
+        for i in range(n_envs):
+            running[i].append((obs[i].numpy().copy(), a[i], float(r[i]), bool(te[i]), bool(tr[i])))
+            if te[i] or tr[i]:
+                done_eps.append(running[i])
+                running[i] = []
+        obs = nxt
+    cols = list(zip(*[step for ep in done_eps for step in ep]))
+    data = {
+        k: np.asarray(c, dtype=np.float32 if k in ("obs", "action", "reward") else bool)
+        for k, c in zip(("obs", "action", "reward", "terminated", "truncated"), cols)
+    }
+    write_episodes(path, data, np.cumsum([len(ep) for ep in done_eps]), {"env": "pointmass"})
+
+
+TOY_POLICY = ["policy.backbone.hidden=64", "policy.horizon=2", "policy.act_steps=2"]
+TOY_PRESETS = {  # the policies the toy fixture pretrains: preset -> extra overrides
+    "flow_mlp": [],
+    "diffusion_mlp": ["policy.head.train_steps=10", "policy.head.steps=10"],
+}
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory):
+    """Demonstrations of the poor expert and a policy of each kind pretrained on them (``pre-<preset>``)."""
+    root = tmp_path_factory.mktemp("toy")
+    from rlft.cli import main
+
+    record_demos(root / "demos.zarr")
+    for preset, extra in TOY_PRESETS.items():
+        args = ["pretrain", f"policy={preset}", "env=pointmass", f"data.path={root / 'demos.zarr'}", "data.env=pointmass", *TOY_POLICY, *extra]
+        args += [
+            "train.steps=1500",
+            "train.warmup=50",
+            "train.checkpoint_every=500",
+            "ema.start=200",
+            "eval.episodes=0",
+            f"run.dir={root}",
+            f"run.name=pre-{preset}",
+        ]
+        assert main(args) == 0
+    return root

@@ -7,9 +7,7 @@ import torch
 from rlft.algos.onpolicy.ppo import clip_schedule
 from rlft.algos.onpolicy.rollout import RewardScaler, collect_rollout, compute_gae
 from rlft.cli import main
-from rlft.datasets.store import write_episodes
 from rlft.envs import make
-from rlft.envs.toy import curling_demonstrator
 from rlft.envs.wrappers import ActionChunk, ObsHistory
 from rlft.policies.policy import load_policy
 from rlft.runtime.evaluate import evaluate
@@ -69,32 +67,7 @@ def test_truncation_bootstraps_from_the_final_observation():
     assert rollout.env_steps == 21 and rollout.obs.shape == (7, 3, 1, 4)
 
 
-# ---- learning on the toy task ---------------------------------------------------------------------
-def record_demos(path, n_envs=20, episodes=100, seed=0):
-    """Episodes of the curling (poor) demonstrator on PointMass."""
-    env = make("pointmass", n_envs, seed=seed)
-    rng = np.random.default_rng(seed)
-    obs, _ = env.reset()
-    running = [[] for _ in range(n_envs)]
-    done_eps = []
-    while len(done_eps) < episodes:
-        a = curling_demonstrator(obs.numpy(), rng)
-        nxt, r, te, tr, _ = env.step(torch.from_numpy(a))
-        for i in range(n_envs):
-            running[i].append((obs[i].numpy().copy(), a[i], float(r[i]), bool(te[i]), bool(tr[i])))
-            if te[i] or tr[i]:
-                done_eps.append(running[i])
-                running[i] = []
-        obs = nxt
-    cols = list(zip(*[step for ep in done_eps for step in ep]))
-    data = {
-        k: np.asarray(c, dtype=np.float32 if k in ("obs", "action", "reward") else bool)
-        for k, c in zip(("obs", "action", "reward", "terminated", "truncated"), cols)
-    }
-    write_episodes(path, data, np.cumsum([len(ep) for ep in done_eps]), {"env": "pointmass"})
-
-
-TOY_POLICY = ["policy.backbone.hidden=64", "policy.horizon=2", "policy.act_steps=2"]
+# ---- learning on the toy task (the `toy` fixture is in conftest.py) -------------------------------------
 TOY_FINETUNE = [
     "env=pointmass",
     "train.n_envs=16",
@@ -109,38 +82,17 @@ TOY_FINETUNE = [
     "algo.clip_base=0.2",
 ]
 ALGOS = {
-    "reinflow": ("flow_mlp", [], ["algo.batch_size=100"]),
+    "reinflow": ("flow_mlp", ["algo.batch_size=100"]),
     "dppo": (
         "diffusion_mlp",
-        ["policy.head.train_steps=10", "policy.head.steps=10"],
         ["algo.steps=10", "algo.ft_steps=5", "algo.batch_size=500", "algo.update_epochs=5"],
     ),
 }
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """Demonstrations of the poor expert and a policy of each kind pretrained on them."""
-    root = tmp_path_factory.mktemp("toy")
-    record_demos(root / "demos.zarr")
-    for preset, extra, _ in ALGOS.values():
-        args = ["pretrain", f"policy={preset}", "env=pointmass", f"data.path={root / 'demos.zarr'}", "data.env=pointmass", *TOY_POLICY, *extra]
-        args += [
-            "train.steps=1500",
-            "train.warmup=50",
-            "train.checkpoint_every=500",
-            "ema.start=200",
-            "eval.episodes=0",
-            f"run.dir={root}",
-            f"run.name=pre-{preset}",
-        ]
-        assert main(args) == 0
-    return root
-
-
 @pytest.mark.parametrize("algo", ALGOS)
 def test_finetuning_raises_the_return(toy, algo, capsys):
-    preset, _, algo_args = ALGOS[algo]
+    preset, algo_args = ALGOS[algo]
     base = toy / f"pre-{preset}"
     args = ["finetune", f"algo={algo}", f"base={base}", *TOY_FINETUNE, *algo_args, "train.iterations=25", f"run.dir={toy}", f"run.name=ft-{algo}"]
     assert main(args) == 0
@@ -212,7 +164,7 @@ def test_finetune_bad_input(toy, capsys):
 @pytest.mark.parametrize("algo", ALGOS)
 def test_regularisers_run_and_are_logged(toy, algo):
     """The provider's own regulariser and the DDRL data anchor (pretraining loss on the demonstrations)."""
-    preset, _, algo_args = ALGOS[algo]
+    preset, algo_args = ALGOS[algo]
     args = ["finetune", f"algo={algo}", f"base={toy / f'pre-{preset}'}", *TOY_FINETUNE, *algo_args, "train.iterations=1", "train.n_steps=5"]
     args += ["algo.reg_coef=0.5", "algo.data_coef=0.5", "data=hopper_medium", f"data.path={toy / 'demos.zarr'}", "data.env=pointmass"]
     assert main([*args, f"run.dir={toy}", f"run.name=reg-{algo}"]) == 0

@@ -51,6 +51,8 @@ def evaluate(
     ``policy`` is anything with ``sample(obs, steps=..., stochastic=..., generator=...)`` returning
     action chunks and ``obs_horizon``/``act_steps`` attributes (a :class:`Policy` or an exported one).
     ``stochastic``: None = the head's default sampler (DDPM: stochastic; exported: deterministic).
+    A policy with memory across steps (ResiP's queue of base actions) also has ``end_episodes(done [N])``,
+    called after every step and with all True after the reset.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1 (got {episodes})")
@@ -67,10 +69,15 @@ def evaluate(
     env_steps = 0
     try:
         obs, _ = env.reset(seed=seed)
+        end_episodes = getattr(policy, "end_episodes", None)
+        if end_episodes is not None:
+            end_episodes(torch.ones(n_envs, dtype=torch.bool))
         start = time.perf_counter()
         while any(len(c) < q for c, q in zip(counted, quota)):
             chunk = policy.sample(obs, steps=steps, stochastic=stochastic, generator=generator)
-            obs, _, _, _, info = env.step(chunk)
+            obs, _, terminated, truncated, info = env.step(chunk)
+            if end_episodes is not None:
+                end_episodes(terminated | truncated)
             if video is not None and not counted[0]:
                 frames.append(base.render(0))
             env_steps += int(info["steps"].sum())

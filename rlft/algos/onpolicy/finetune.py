@@ -68,7 +68,8 @@ def finetune(cfg: DictConfig, run: Run) -> Policy:
     scaler = RewardScaler(int(cfg.train.n_envs), float(algo.gamma)) if algo.reward_scaling else None
     progress = Progress()
     demo_batch = _demo_batches(cfg, actor, rng, device) if algo.data_coef else None
-    meta = read_spec(cfg.base).get("meta", {}) | {"env": env_name, "source": f"rlft finetune algo={algo.name}, run {run.folder}", "base": str(cfg.base)}
+    source = f"rlft finetune algo={algo.name}, run {run.folder}"
+    meta = read_spec(cfg.base).get("meta", {}) | {"env": env_name, "algo": algo.name, "source": source, "base": str(cfg.base)}
     write_spec(run.folder, actor, meta)
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
 

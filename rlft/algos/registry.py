@@ -1,0 +1,57 @@
+"""One home for the online fine-tuning algorithms: who trains each, which bases suit it, how its runs load.
+
+``rlft finetune`` dispatches through :data:`ONLINE`; ``rlft eval`` loads any run through
+:func:`load_trained_policy`, which returns the *combined* policy for methods that steer a frozen base
+(DSRL's noise actor, ResiP's residual) and the plain :class:`~rlft.policies.policy.Policy` otherwise.
+Entry points are ``module:function`` strings, imported only when used (no algorithm is imported to
+compose a config).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+ANY_HEAD = ("diffusion", "flow", "shortcut", "meanflow")
+
+
+@dataclass(frozen=True)
+class OnlineAlgo:
+    train: str  # "module:function", called as function(cfg, run)
+    heads: tuple[str, ...]  # head types of the base policies it can fine-tune
+    loader: str | None = None  # "module:function(folder, checkpoint) -> policy" for steered runs; None = a plain Policy
+
+
+ONLINE: dict[str, OnlineAlgo] = {
+    "dppo": OnlineAlgo("rlft.algos.onpolicy.finetune:finetune", ("diffusion",)),
+    "reinflow": OnlineAlgo("rlft.algos.onpolicy.finetune:finetune", ("flow", "shortcut", "meanflow")),
+    "resip": OnlineAlgo("rlft.algos.onpolicy.finetune:finetune", ANY_HEAD, "rlft.algos.onpolicy.residual:load_residual_policy"),
+    "dsrl": OnlineAlgo("rlft.algos.dsrl:finetune_dsrl", ANY_HEAD, "rlft.algos.dsrl:load_steered_policy"),
+    "dsrl_na": OnlineAlgo("rlft.algos.dsrl:finetune_dsrl", ANY_HEAD, "rlft.algos.dsrl:load_steered_policy"),
+}
+
+
+def entry_point(target: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def steering_algo(folder: str | Path) -> str | None:
+    """The algorithm of a run that steers a frozen base (``dsrl``, ``dsrl_na``, ``resip``), else None."""
+    from rlft.policies.policy import read_spec
+
+    algo = read_spec(folder).get("meta", {}).get("algo")
+    return algo if algo in ONLINE and ONLINE[algo].loader else None
+
+
+def load_trained_policy(folder: str | Path, weights: str = "auto", checkpoint: Path | None = None) -> Any:
+    """What to evaluate for ``folder``: the combined policy of a steered run, else :func:`load_policy`."""
+    from rlft.policies.policy import load_policy, resolve_policy
+
+    algo = steering_algo(folder)
+    if algo is None:
+        return load_policy(folder, weights=weights, checkpoint=checkpoint)
+    return entry_point(ONLINE[algo].loader)(resolve_policy(folder), checkpoint)  # type: ignore[arg-type]

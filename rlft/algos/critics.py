@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 
-def mlp(in_dim: int, out_dim: int, hidden: int = 256, depth: int = 3) -> nn.Sequential:
-    """``depth`` hidden layers of width ``hidden`` with Mish, then a linear output."""
+def mlp(in_dim: int, out_dim: int, hidden: int = 256, depth: int = 3, activation: type[nn.Module] = nn.Mish, layer_norm: bool = False) -> nn.Sequential:
+    """``depth`` hidden layers of width ``hidden`` (Linear, LayerNorm if asked, activation), then a linear output."""
     layers: list[nn.Module] = []
     for _ in range(depth):
-        layers += [nn.Linear(in_dim, hidden), nn.Mish()]
+        layers += [nn.Linear(in_dim, hidden), *([nn.LayerNorm(hidden)] if layer_norm else []), activation()]
         in_dim = hidden
     return nn.Sequential(*layers, nn.Linear(in_dim, out_dim))
 
@@ -28,12 +28,13 @@ class TwinQ(nn.Module):
     """Q_1, Q_2 over (state features, action chunk) and their target copies.
 
     ``forward`` -> [2, B] from the trained networks; ``target`` -> [2, B] from the targets (no
-    gradient); ``update_target(tau)`` moves the targets by Polyak averaging.
+    gradient); ``update_target(tau)`` moves the targets by Polyak averaging. Networks: :func:`mlp`
+    (Mish by default, as DQL's; DSRL's are Tanh with LayerNorm).
     """
 
-    def __init__(self, state_dim: int, action_dim: int, hidden: int = 256, depth: int = 3):
+    def __init__(self, state_dim: int, action_dim: int, hidden: int = 256, depth: int = 3, activation: type[nn.Module] = nn.Mish, layer_norm: bool = False):
         super().__init__()
-        self.q = nn.ModuleList([mlp(state_dim + action_dim, 1, hidden, depth) for _ in range(2)])
+        self.q = nn.ModuleList([mlp(state_dim + action_dim, 1, hidden, depth, activation, layer_norm) for _ in range(2)])
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
 
     @staticmethod

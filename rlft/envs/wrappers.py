@@ -73,16 +73,18 @@ class ActionChunk(_Delegating):
     step; the gymnasium backends pause them with a per-sub-env wrapper (``Pausable``) that answers a
     step with the current observation without stepping, in this process or in the async workers.
 
-    Discounting: the algorithm treats one chunk as one step, so the return is
-    ``chunk_reward + gamma * V(next obs)`` with one ``gamma`` per chunk (as DPPO does); a caller that
-    wants per-env-step discounting uses ``gamma ** steps`` instead and discounts within the chunk itself.
+    Discounting: by default the algorithm treats one chunk as one step, so the return is
+    ``chunk_reward + gamma * V(next obs)`` with one ``gamma`` per chunk (as DPPO does). With
+    ``gamma`` set, the chunk's reward is discounted per env step, sum_k gamma^k r_k, and the caller
+    bootstraps with ``gamma ** steps`` (DSRL's chunk-aware discount).
     """
 
-    def __init__(self, env: Any, act_steps: int) -> None:
+    def __init__(self, env: Any, act_steps: int, gamma: float | None = None) -> None:
         if act_steps < 1:
             raise ValueError(f"act_steps must be >= 1, got {act_steps}")
         super().__init__(env)
         self.act_steps = int(act_steps)
+        self.gamma = gamma
 
     def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         return self.env.reset(seed=seed)
@@ -103,7 +105,7 @@ class ActionChunk(_Delegating):
         for k in range(self.act_steps):
             active = None if k == 0 or bool(running.all()) else running
             obs, reward, term, trunc, info = self.env.step(chunk[:, k], active)
-            total += reward  # 0 for sub-envs that sat out
+            total += reward if self.gamma is None else reward * self.gamma**k  # 0 for sub-envs that sat out
             steps += running
             terminated |= term
             truncated |= trunc

@@ -1,0 +1,139 @@
+"""DSRL and DSRL-NA: the SB3 adapter executes the base policy exactly, the bound holds, both learn on the toy task."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rlft.algos.dsrl import LatentNoiseVecEnv, SteeredPolicy, load_steered_policy
+from rlft.algos.dsrl_na import NoiseActor, TensorReplay
+from rlft.cli import main
+from rlft.envs import make
+from rlft.envs.wrappers import ActionChunk, ObsHistory
+from rlft.policies.policy import load_policy
+from rlft.runtime.evaluate import evaluate
+from rlft.runtime.run import read_metrics
+
+TOY_DSRL = [
+    "env=pointmass",
+    "train.n_steps=50",
+    "eval.episodes=0",
+    "algo.warmup_steps=100",
+    "algo.utd=8",
+    "algo.hidden=64",
+    "algo.lr=0.001",
+]
+
+
+def test_adapter_executes_the_base_policy_for_the_given_noise(toy):
+    """Stepping the adapter with noise w = stepping the env with base.sample(obs, noise=w): same obs, same rewards."""
+    base = load_policy(toy / "pre-flow_mlp")
+    gamma = 0.9
+    venv = LatentNoiseVecEnv("pointmass", 3, base, bound=1.5, gamma=gamma)
+    venv.seed(7)
+    venv.reset()
+    history = ObsHistory(make("pointmass", 3, seed=7), base.obs_horizon)
+    history.reset()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):  # long enough for episodes to end and reset inside chunks
+        noise = torch.randn(3, base.horizon, base.action_dim, generator=g).clamp(-1.5, 1.5)
+        venv_obs = venv.raw_obs
+        chunk = base.sample(venv_obs, noise=noise)
+        feats, reward, done, infos = venv.step(noise.flatten(1).numpy())
+        assert torch.equal(venv.last["executed"], base.action_norm(chunk[:, : base.act_steps]))
+        # the same chunk in a plain env, one step at a time, discounted by hand
+        expected_reward = np.zeros(3)
+        running = np.ones(3, bool)
+        for k in range(base.act_steps):
+            o, r, te, tr, info = history.step(chunk[:, k], None if k == 0 or running.all() else torch.from_numpy(running))
+            expected_reward += running * gamma**k * r.numpy()
+            running &= ~info["done"].numpy()
+        np.testing.assert_allclose(reward, expected_reward, rtol=1e-6)
+        assert torch.equal(venv.raw_obs, o)
+    assert venv.pop_episodes(), "episodes should have ended"
+
+
+def test_adapter_counts_env_steps_and_marks_time_limits():
+    from rlft.policies.policy import Policy
+
+    stats = {k: {"min": -np.ones(d), "max": np.ones(d), "mean": np.zeros(d), "std": np.ones(d)} for k, d in (("obs", 4), ("action", 2))}
+    cfg = {
+        "obs_keys": ["obs"], "obs_horizon": 1, "horizon": 3, "act_steps": 3, "normalizer": {"obs": "limits", "action": "limits"},
+        "encoder": {"type": "state"}, "backbone": {"type": "mlp", "hidden": 16, "depth": 1}, "head": {"type": "flow", "steps": 2},
+    }  # fmt: skip
+    base = Policy(cfg, {"obs": (4,)}, 2, stats)
+    venv = LatentNoiseVecEnv("pointmass", 2, base, bound=1.0, gamma=0.99)
+    venv.batched.close()
+    venv.batched = make("pointmass", 2, seed=0, max_episode_steps=4)  # time limit inside the second chunk
+    venv.env = ActionChunk(ObsHistory(venv.batched, 1), 3, gamma=0.99)
+    venv.reset()
+    _, _, done, infos = venv.step(np.zeros((2, 6), np.float32))
+    assert not done.any() and [i["env_steps"] for i in infos] == [3, 3]
+    _, _, done, infos = venv.step(np.zeros((2, 6), np.float32))
+    assert done.all() and [i["env_steps"] for i in infos] == [1, 1]  # the chunk stopped at the time limit
+    assert all(i["TimeLimit.truncated"] and i["terminal_observation"].shape == (4,) for i in infos)
+    assert venv.take_env_steps() == 8 and venv.take_env_steps() == 0
+
+
+def test_steered_noise_respects_the_bound(toy):
+    base = load_policy(toy / "pre-flow_mlp")
+    actor = NoiseActor(4, base.horizon * base.action_dim, 16, 2, True, 0.0)
+    with torch.no_grad():
+        actor.trunk[-1].weight.mul_(100.0)  # push the mean far out
+    steered = SteeredPolicy(base, actor, bound=1.5, steps=None)
+    obs = torch.randn(64, 1, 4) * 3
+    for stochastic in (False, True):
+        noise = steered.noise(obs, stochastic)
+        assert noise.abs().max() <= 1.5 and noise.abs().max() > 1.4
+    _, log_prob = actor.sample_log_prob(torch.randn(8, 4))
+    assert torch.isfinite(log_prob).all()
+
+
+def test_tensor_replay_round_trips_through_its_state_dict():
+    replay = TensorReplay(5)
+    for i in range(7):  # wraps around
+        replay.add(x=torch.full((1, 2), float(i)), r=torch.tensor([float(i)]))
+    state = replay.state_dict()
+    assert state["x"].shape == (5, 2) and int(state["_pos"]) == 2
+    copy = TensorReplay(5)
+    copy.load_state_dict(state)
+    assert torch.equal(copy.data["x"], replay.data["x"]) and (copy.pos, copy.size) == (2, 5)
+
+
+@pytest.mark.parametrize("algo", ["dsrl", "dsrl_na"])
+def test_dsrl_raises_the_return_on_the_toy_task(toy, algo, capsys):
+    args = ["finetune", f"algo={algo}", f"base={toy / 'pre-flow_mlp'}", *TOY_DSRL, "train.iterations=8", "train.checkpoint_every=4", f"run.dir={toy}"]
+    args += ["algo.distill_steps=4"] if algo == "dsrl_na" else []
+    assert main([*args, f"run.name={algo}"]) == 0
+    run = toy / algo
+    before = evaluate(load_policy(toy / "pre-flow_mlp"), "pointmass", 32, seed=5)["return_mean"]
+    steered = load_steered_policy(run)
+    after = evaluate(steered, "pointmass", 32, seed=5)["return_mean"]
+    assert after > before + 5, f"{algo}: {before:.1f} -> {after:.1f}"
+    rows = read_metrics(run)
+    assert rows[-1]["env_steps"] > rows[0]["env_steps"] > 0 and rows[0]["warmup_env_steps"] > 0
+    # the base's weights never change
+    tuned_base = steered.base
+    for (name, p), q in zip(load_policy(toy / "pre-flow_mlp").state_dict().items(), tuned_base.state_dict().values()):
+        assert torch.equal(p, q), name
+    # rlft eval of the run evaluates the steered policy
+    capsys.readouterr()
+    assert main(["eval", f"run={run}", "n_episodes=32", "n_envs=32", "seed=5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["return_mean"] == pytest.approx(after)
+
+
+def test_dsrl_resumes_from_its_checkpoint(toy):
+    args = ["finetune", "algo=dsrl", f"base={toy / 'pre-flow_mlp'}", *TOY_DSRL, "train.n_steps=10", "train.iterations=3", "train.checkpoint_every=1"]
+    args += [f"run.dir={toy}", "run.name=dsrl-resume"]
+    assert main(args) == 0
+    run = toy / "dsrl-resume"
+    final = load_steered_policy(run)
+    import shutil
+
+    shutil.rmtree(sorted((run / "checkpoints").iterdir())[-1])  # interrupted before its last checkpoint
+    assert load_steered_policy(run).actor.mu.weight.ne(final.actor.mu.weight).any()
+    assert main([*args, "--resume"]) == 0
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2, 3] and "warmup_env_steps" not in rows[2]  # no second warm-up
+    assert rows[2]["env_steps"] == pytest.approx(rows[1]["env_steps"] + 10 * 4 * 2, abs=12)

@@ -268,7 +268,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         meta = read_spec(folder).get("meta", {})
         policy = load_trained_policy(folder, weights=cfg.weights, checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None).to(torch.device(cfg.device))
-        default_steps = policy.head.steps
+        default_steps = getattr(policy, "steps", None) or policy.head.steps  # a steered policy's own base steps
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
     # videos go into the run folder; a shipped policy's go to ./videos (the package stays untouched)
     video_dir = Path("videos") / folder.name if folder.resolve().is_relative_to(POLICIES_DIR) else folder / "videos"

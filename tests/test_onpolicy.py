@@ -51,6 +51,9 @@ class _Agent:
     def sample(self, obs):
         return torch.full((obs.shape[0], 1, 2), 1.0), {"latents": torch.zeros(obs.shape[0], 2, 1, 2), "log_probs": torch.zeros(obs.shape[0], 1)}
 
+    def end_episodes(self, done):
+        pass
+
 
 def test_truncation_bootstraps_from_the_final_observation():
     env = ActionChunk(ObsHistory(make("pointmass", 3, seed=0, max_episode_steps=5), 1), 1)

@@ -195,6 +195,7 @@ def default_out(folder: Path, fmt: str, steps: int) -> Path:
 
 def export_run(cfg: Any) -> dict[str, Any]:
     """``rlft export``: the policy of ``cfg.run`` (run folder, policy folder or shipped name) -> exported folder."""
+    from rlft.algos.registry import steering_algo
     from rlft.config import ConfigError
     from rlft.policies.policy import load_policy, read_spec, resolve_policy
 
@@ -205,6 +206,9 @@ def export_run(cfg: Any) -> dict[str, Any]:
     if cfg.weights not in ("auto", "ema", "policy"):
         raise ConfigError(f"weights={cfg.weights}: choose auto, ema or policy")
     folder = resolve_policy(cfg.run)
+    steered = steering_algo(folder)
+    if steered:
+        raise ExportError(f"{folder}: a {steered} run steers a frozen base policy; rlft export handles plain policies only (evaluate it with rlft eval)")
     spec_meta = read_spec(folder).get("meta", {})
     policy = load_policy(folder, weights=cfg.weights, checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None)
     steps = int(cfg.steps or policy.head.steps)

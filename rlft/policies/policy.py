@@ -151,6 +151,12 @@ class Policy(nn.Module):
         self, obs: Obs, noise: torch.Tensor | None = None, steps: int | None = None, stochastic: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Raw action chunk [B, H, A]. Deterministic given ``noise`` (DDIM eta 0 / the flow ODE) unless ``stochastic``."""
+        return self.to_actions(self.sample_normalized(obs, noise, steps, stochastic, generator))
+
+    def sample_normalized(
+        self, obs: Obs, noise: torch.Tensor | None = None, steps: int | None = None, stochastic: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The chunk of :meth:`sample` in normalized action space [B, H, A], before clipping."""
         cond = self.encode(obs)
         x = self.initial_noise(cond.shape[0], generator) if noise is None else noise.to(cond)
         self._check_noise(x, cond.shape[0])
@@ -158,7 +164,7 @@ class Policy(nn.Module):
         for i in range(len(grid) - 1):
             mean, std = self._head_at(i).transition(x, grid[i], grid[i + 1], cond, stochastic)
             x = mean + std * self._randn_like(x, generator) if stochastic else mean
-        return self.to_actions(x)
+        return x
 
     @torch.no_grad()
     def act(self, obs: Obs, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -303,6 +309,16 @@ def save_policy(policy: Policy, folder: str | Path, meta: Mapping[str, Any]) -> 
     return atomic_write_dir(folder, fill)
 
 
+def latest_checkpoint(folder: Path) -> Path:
+    """The newest complete checkpoint folder of a run folder."""
+    from rlft.runtime.run import CKPT_PREFIX
+
+    found = sorted((p for p in (folder / "checkpoints").glob(f"{CKPT_PREFIX}*") if (p / "state.json").exists()), key=lambda p: p.name)
+    if not found:
+        raise FileNotFoundError(f"{folder}: no complete checkpoint yet; train longer or resume the run")
+    return found[-1]
+
+
 def load_policy(path: str | Path, weights: str = "auto", checkpoint: Path | None = None) -> Policy:
     """The policy of a policy folder, or of a run folder with the weights of a checkpoint (newest by default).
 
@@ -311,7 +327,7 @@ def load_policy(path: str | Path, weights: str = "auto", checkpoint: Path | None
     """
     from safetensors.torch import load_file
 
-    from rlft.runtime.run import CKPT_PREFIX, CheckpointError
+    from rlft.runtime.run import CheckpointError
 
     folder = resolve_policy(path)
     policy = Policy.from_spec(read_spec(folder))
@@ -319,12 +335,7 @@ def load_policy(path: str | Path, weights: str = "auto", checkpoint: Path | None
     if (folder / WEIGHTS_FILE).is_file():
         path, prefix = folder / WEIGHTS_FILE, ""
     else:
-        if checkpoint is None:
-            found = sorted((p for p in (folder / "checkpoints").glob(f"{CKPT_PREFIX}*") if (p / "state.json").exists()), key=lambda p: p.name)
-            if not found:
-                raise FileNotFoundError(f"{folder}: no complete checkpoint yet; train longer or resume the run")
-            checkpoint = found[-1]
-        path = Path(checkpoint) / "model.safetensors"
+        path = Path(checkpoint or latest_checkpoint(folder)) / "model.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint weights missing; the checkpoint is incomplete")
     tensors = load_file(str(path))

@@ -50,7 +50,8 @@ def evaluate(
 
     ``policy`` is anything with ``sample(obs, steps=..., stochastic=..., generator=...)`` returning
     action chunks and ``obs_horizon``/``act_steps`` attributes (a :class:`Policy` or an exported one).
-    ``stochastic``: None = the head's default sampler (DDPM: stochastic; exported: deterministic).
+    ``stochastic``: None = the policy's ``default_stochastic`` where it has one, else the head's default
+    sampler (DDPM: stochastic; exported: deterministic).
     A policy with memory across steps (ResiP's queue of base actions) also has ``end_episodes(done [N])``,
     called after every step and with all True after the reset.
     """
@@ -62,8 +63,8 @@ def evaluate(
     base = make(env_name, n_envs, backend=backend, seed=seed, device=device, **dict(env_kwargs or {}))
     env = ActionChunk(ObsHistory(base, policy.obs_horizon), policy.act_steps)
     generator = torch.Generator(device=device).manual_seed(seed)
-    if stochastic is None:
-        stochastic = bool(getattr(getattr(policy, "head", None), "default_stochastic", False))
+    if stochastic is None:  # the policy's own default (a steered policy's), else its head's
+        stochastic = bool(getattr(policy, "default_stochastic", getattr(getattr(policy, "head", None), "default_stochastic", False)))
     frames: list[np.ndarray] = []
     counted: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]  # episodes per sub-env, in order
     env_steps = 0

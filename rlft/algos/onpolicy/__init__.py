@@ -1,1 +1,1 @@
-"""On-policy fine-tuning: rollout collection + GAE, chain PPO, and the chain providers (DPPO, ReinFlow)."""
+"""On-policy fine-tuning: rollout collection + GAE, chain PPO, and its providers (DPPO, ReinFlow, ResiP)."""

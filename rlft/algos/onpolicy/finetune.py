@@ -1,5 +1,10 @@
 """``rlft finetune``: on-policy fine-tuning of a pretrained policy (one iteration = rollout + PPO update).
 
+The provider (:func:`build_provider`) decides what is trained: a copy of the base's chain (DPPO,
+ReinFlow) or a residual over the frozen base (ResiP, one env step per rollout step). The run's
+``policy`` weights are the provider's ``actor`` (for ResiP the frozen base, so the run is self-contained);
+the critic V(s) always sees the base's normalized observation history.
+
 The iteration loop, logging, checkpoints and exact resume are :func:`rlft.runtime.trainer.fit`'s (one
 fit "step" is one iteration). Each iteration starts from freshly reset envs seeded by the iteration
 number, so a resumed run replays exactly what an uninterrupted one does.
@@ -8,14 +13,16 @@ number, so a resumed run replays exactly what an uninterrupted one does.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from rlft.algos.onpolicy.ppo import ChainPPO, Critic
 from rlft.algos.onpolicy.providers import build_provider
+from rlft.algos.onpolicy.residual import normalized_obs
 from rlft.algos.onpolicy.rollout import RewardScaler, collect_rollout
 from rlft.envs import make
 from rlft.envs.wrappers import ActionChunk, ObsHistory
@@ -36,18 +43,8 @@ class Progress(nn.Module):
         self.register_buffer("seconds", torch.zeros((), dtype=torch.float64))
 
 
-def value_input(policy: Policy) -> Any:
-    """obs [B, T, D] -> the critic's input: the policy's normalized observation history, flattened."""
-
-    def encode(obs: torch.Tensor) -> torch.Tensor:
-        key = next(iter(policy.obs_norm))
-        return policy.obs_norm[key](obs.float()).flatten(1)
-
-    return encode
-
-
-def finetune(cfg: DictConfig, run: Run) -> Policy:
-    """Fine-tune ``cfg.base`` in ``cfg.env`` with ``cfg.algo``; returns the fine-tuned policy."""
+def finetune(cfg: DictConfig, run: Run) -> nn.Module:
+    """Fine-tune ``cfg.base`` in ``cfg.env`` with ``cfg.algo``; returns the fine-tuned policy (ResiP: base + residual)."""
     rng = seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     base = load_policy(cfg.base).to(device)
@@ -58,18 +55,19 @@ def finetune(cfg: DictConfig, run: Run) -> Policy:
     actor = provider.actor
     obs_dim = base.obs_horizon * next(iter(base.obs_shapes.values()))[0]
     critic = Critic(obs_dim, int(algo.critic_hidden), int(algo.critic_depth)).to(device)
-    ppo = ChainPPO(provider, critic, value_input(actor), algo)
+    ppo = ChainPPO(provider, critic, partial(normalized_obs, actor), algo)  # V(s) on the normalized obs history
     n_iters = int(cfg.train.iterations)
     actor_sched = torch.optim.lr_scheduler.LambdaLR(ppo.actor_opt, warmup_cosine(algo.lr_warmup, n_iters, algo.actor_min_lr / algo.actor_lr))
     critic_sched = torch.optim.lr_scheduler.LambdaLR(ppo.critic_opt, warmup_cosine(algo.lr_warmup, n_iters, algo.critic_min_lr / algo.critic_lr))
     env_name = cfg.env.name
     batched = make(env_name, int(cfg.train.n_envs), backend=cfg.train.backend, device=device)
-    env = ActionChunk(ObsHistory(batched, base.obs_horizon), base.act_steps)
+    env = ActionChunk(ObsHistory(batched, base.obs_horizon), provider.exec_steps)  # ResiP: one env step
     scaler = RewardScaler(int(cfg.train.n_envs), float(algo.gamma)) if algo.reward_scaling else None
     progress = Progress()
     demo_batch = _demo_batches(cfg, actor, rng, device) if algo.data_coef else None
     source = f"rlft finetune algo={algo.name}, run {run.folder}"
-    meta = read_spec(cfg.base).get("meta", {}) | {"env": env_name, "algo": algo.name, "source": source, "base": str(cfg.base)}
+    algo_config = OmegaConf.to_container(algo, resolve=True)  # what rebuilds a steered run's policy (ResiP)
+    meta = read_spec(cfg.base).get("meta", {}) | {"env": env_name, "algo": algo.name, "source": source, "base": str(cfg.base), "algo_config": algo_config}
     write_spec(run.folder, actor, meta)
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
 
@@ -77,6 +75,7 @@ def finetune(cfg: DictConfig, run: Run) -> Policy:
         start = time.perf_counter()
         provider.set_progress((itr - 1) / n_iters)
         obs, _ = env.reset(seed=int(cfg.seed) + 7919 * itr)
+        provider.end_episodes(torch.ones(int(cfg.train.n_envs), dtype=torch.bool))
         provider.eval()
         rollout, _ = collect_rollout(env, provider, ppo.value, obs, int(cfg.train.n_steps), scaler)
         episodes = batched.pop_episodes()
@@ -103,9 +102,9 @@ def finetune(cfg: DictConfig, run: Run) -> Policy:
         if cfg.eval.episodes and (itr % int(cfg.eval.every) == 0 or itr == n_iters or itr == 1):
             from rlft.runtime.evaluate import evaluate
 
-            actor.eval()
-            result = evaluate(actor, env_name, int(cfg.eval.episodes), int(cfg.eval.seed), backend=cfg.train.backend, refs=refs)
-            actor.train()
+            policy = provider.eval_policy().eval()
+            result = evaluate(policy, env_name, int(cfg.eval.episodes), int(cfg.eval.seed), backend=cfg.train.backend, refs=refs)
+            policy.train()
             metrics |= {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
         return metrics
 
@@ -123,7 +122,7 @@ def finetune(cfg: DictConfig, run: Run) -> Policy:
     )
     env.close()
     plot_metrics(run.folder, ["train/return_mean", "eval/return_mean"], run.folder / "learning_curve.png")
-    return actor
+    return provider.eval_policy()
 
 
 def _demo_batches(cfg: DictConfig, actor: Policy, rng: Any, device: torch.device) -> Any:

@@ -1,11 +1,11 @@
-"""Chain PPO: the one update behind DPPO and ReinFlow (the provider decides what a ratio is).
+"""Chain PPO: the one update behind DPPO, ReinFlow and ResiP (the provider decides what a ratio is).
 
 Per-step providers (DPPO) give one ratio per (env step, denoising step) pair; minibatches are drawn
 over those pairs, advantages are discounted along the chain (noisier steps count less) and the clip
-range is interpolated from ``clip_base`` (noisiest) to ``clip`` (last). Chain providers (ReinFlow) give
-one ratio per env step and an entropy bonus. Both: clipped surrogate, value loss, optional
-regularisers (the provider's own, and the pretraining loss on demonstrations: the DDRL anchor), KL
-early stop.
+range is interpolated from ``clip_base`` (noisiest) to ``clip`` (last). Chain providers (ReinFlow, and
+ResiP's residual) give one ratio per rollout step and an entropy bonus. All: clipped surrogate, value
+loss, optional regularisers (the provider's own, and the pretraining loss on demonstrations: the DDRL
+anchor), KL early stop.
 """
 
 from __future__ import annotations
@@ -16,18 +16,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlft.algos.onpolicy.providers import ChainProvider
+from rlft.algos.onpolicy.providers import Provider
 from rlft.algos.onpolicy.rollout import Rollout, compute_gae
 from rlft.policies.backbones import ResidualBlock
 
 
 class Critic(nn.Module):
-    """V(s): a residual MLP (Mish) on the policy's normalized, flattened observation history."""
+    """V(s): a residual MLP (Mish) on the policy's normalized, flattened observation history.
+
+    ``depth`` hidden layers of width ``hidden``: an input layer, residual blocks of two, and one plain
+    layer where ``depth`` is even (ResiP's 2x256).
+    """
 
     def __init__(self, obs_dim: int, hidden: int = 256, depth: int = 3):
         super().__init__()
         self.inp = nn.Linear(obs_dim, hidden)
-        self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range((depth - 1) // 2)])
+        plain = [nn.Mish(), nn.Linear(hidden, hidden)] if depth % 2 == 0 else []
+        self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range((depth - 1) // 2)], *plain)
         self.out = nn.Sequential(nn.Mish(), nn.Linear(hidden, 1))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -50,7 +55,7 @@ def clip_schedule(k: torch.Tensor | int, n: int, clip_base: float, clip: float) 
 class ChainPPO:
     """PPO over a provider's chains. ``encode_value(obs) -> critic input`` flattens normalized observations."""
 
-    def __init__(self, provider: ChainProvider, critic: Critic, encode_value: Callable[[torch.Tensor], torch.Tensor], cfg: Any):
+    def __init__(self, provider: Provider, critic: Critic, encode_value: Callable[[torch.Tensor], torch.Tensor], cfg: Any):
         self.provider, self.critic, self.encode_value, self.cfg = provider, critic, encode_value, cfg
         actor_params = [p for p in provider.parameters() if p.requires_grad]
         self.actor_opt = torch.optim.AdamW(actor_params, lr=cfg.actor_lr, weight_decay=cfg.actor_weight_decay)

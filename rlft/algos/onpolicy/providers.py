@@ -10,6 +10,7 @@ they differ only here.
 
 Log-probs are element-wise Gaussian log-densities, clamped where configured, averaged over the executed
 part of the chunk and the action dims (DPPO's convention, which keeps ratios of long chunks tame).
+:func:`build_provider` also builds ResiP's residual provider (:mod:`rlft.algos.onpolicy.residual`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlft.algos.onpolicy.residual import ResidualProvider, build_residual
 from rlft.policies.backbones import SinusoidalEmbedding
 from rlft.policies.chain import StdFloor, gaussian_log_prob
 from rlft.policies.heads import RectifiedFlow
@@ -45,6 +47,18 @@ class ChainProvider(nn.Module):
         if self.logprob_clamp is not None:
             lp = lp.clamp(*self.logprob_clamp)
         return lp[..., : self.actor.act_steps, :].mean((-2, -1))
+
+    @property
+    def exec_steps(self) -> int:
+        """Env steps per rollout step: the policy's executed chunk."""
+        return self.actor.act_steps
+
+    def eval_policy(self) -> Policy:
+        """What evaluation runs: the fine-tuned policy itself."""
+        return self.actor
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """Sub-envs ``done`` [N] ended an episode; chains keep no state across steps."""
 
     def set_progress(self, fraction: float) -> None:
         """Training progress in [0, 1] (for schedules); nothing by default."""
@@ -178,8 +192,13 @@ class ReinFlowChain(ChainProvider):
         return {"noise/max_std": float(self.noise.max_std)}
 
 
-def build_provider(algo: Any, base: Policy) -> ChainProvider:
+Provider = ChainProvider | ResidualProvider
+
+
+def build_provider(algo: Any, base: Policy) -> Provider:
     """The provider named by ``algo.name`` with its config section."""
+    if algo.name == "resip":
+        return build_residual(base, algo)
     clamp = tuple(algo.logprob_clamp) if algo.get("logprob_clamp") else None
     if algo.name == "dppo":
         return DPPOChain(base, int(algo.steps), int(algo.ft_steps), float(algo.min_sampling_std), float(algo.min_logprob_std), clamp)

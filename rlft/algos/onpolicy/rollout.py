@@ -22,6 +22,10 @@ class Agent(Protocol):
         """obs [N, ...] -> (raw action chunk [N, H, A], per-sample tensors to store, e.g. latents and log-probs)."""
         ...
 
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """done [N] bool: those sub-envs' episodes ended (after a step, or all at a reset); for agents with memory."""
+        ...
+
 
 @dataclass
 class Rollout:
@@ -81,6 +85,7 @@ def collect_rollout(
         values.append(value(obs))
         obs, reward, terminated, truncated, info = env.step(chunk)
         done = terminated | truncated
+        agent.end_episodes(done)
         rewards.append(scaler(reward, done) if scaler is not None else reward)
         terms.append(terminated)
         truncs.append(truncated & ~terminated)

@@ -1,0 +1,239 @@
+"""ResiP (Ankile et al. 2024): PPO on a per-step Gaussian residual over a frozen base policy.
+
+The base predicts a chunk with its deterministic sampler (DDIM eta 0 / the flow ODE) from fresh random
+initial noise and executes its first ``act_steps`` actions, one per env step; every env step the
+residual sees [normalized observation history, normalized base action] and the executed action is
+``base + scale * residual`` in normalized action space (clipped to [-1, 1] where the base clips, then
+unnormalized). The residual's last layer starts at zero, so training starts exactly at the base policy;
+its log-std is fixed (not learned).
+
+* :class:`ResidualActor`: the Gaussian residual;
+* :class:`BaseQueue`: each sub-env's queue of base actions, replanned when used up or at an episode end;
+* :class:`ResidualProvider`: what :class:`~rlft.algos.onpolicy.ppo.ChainPPO` trains (one ratio per env step);
+* :class:`ResidualPolicy` and :func:`load_residual_policy`: base + residual as one policy (``rlft eval``).
+
+Log-probs are summed over the action dims (the Gaussian policy's own likelihood, as in PPO for Gaussian
+policies, which ResiP's clip 0.2 and KL stop 0.1 assume), not averaged like the chain providers'.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from rlft.config import ConfigError
+from rlft.policies.chain import gaussian_log_prob
+from rlft.policies.policy import Policy, latest_checkpoint, load_policy, read_spec
+
+
+def normalized_obs(base: Policy, obs: torch.Tensor) -> torch.Tensor:
+    """obs [N, T, D] -> the base's normalized observation history, flattened [N, T * D]."""
+    key = next(iter(base.obs_norm))
+    return base.obs_norm[key](obs.to(base.action_norm.center.device, torch.float32)).flatten(1)
+
+
+class ResidualActor(nn.Module):
+    """The residual: N(mean([obs, base action]), exp(log_std)^2) per action dim, in normalized units.
+
+    ``mean``: ``depth`` Tanh layers of width ``hidden``, then a zero-initialised linear output. ``log_std``
+    is a buffer: fixed, but saved with the weights.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: int = 256, depth: int = 2, log_std: float = -1.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        dim = obs_dim + action_dim
+        for _ in range(depth):
+            layers += [nn.Linear(dim, hidden), nn.Tanh()]
+            dim = hidden
+        out = nn.Linear(dim, action_dim)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.mean = nn.Sequential(*layers, out)
+        self.register_buffer("log_std", torch.full((action_dim,), float(log_std)))
+
+    def forward(self, obs: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+        """Normalized obs [B, D] and base action [B, A] -> residual mean [B, A]."""
+        return self.mean(torch.cat([obs, base_action], -1))
+
+    def log_prob(self, obs: torch.Tensor, base_action: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-prob [B], entropy [B]) of ``residual`` [B, A], both summed over the action dims."""
+        std = self.log_std.exp().expand_as(residual)
+        lp = gaussian_log_prob(residual, self(obs, base_action), std).sum(-1)
+        entropy = (0.5 * math.log(2 * math.pi * math.e) + self.log_std).sum().expand(residual.shape[0])
+        return lp, entropy
+
+
+class BaseQueue:
+    """Each sub-env's queue of the frozen base's normalized actions (clipped where the base clips).
+
+    ``next(obs)`` pops one action per sub-env; sub-envs whose queue is used up (after ``act_steps``) or
+    whose episode ended (``end_episodes``) first get a new chunk: the base's deterministic sampler
+    (``steps``; None = the head's own) from fresh initial noise, drawn for those sub-envs only.
+    """
+
+    def __init__(self, base: Policy, steps: int | None):
+        self.base, self.steps = base, steps
+        self.chunk = torch.zeros(0, base.act_steps, base.action_dim)  # [N, act_steps, A]
+        self.pos = torch.zeros(0, dtype=torch.long)  # [N] index of the next action; act_steps = replan
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """done [N] bool: those sub-envs replan at their next step (a new N starts every queue afresh)."""
+        n, base = done.shape[0], self.base
+        if self.pos.shape[0] != n:
+            self.chunk = base.action_norm.center.new_zeros(n, base.act_steps, base.action_dim)
+            self.pos = torch.full((n,), base.act_steps, dtype=torch.long)
+        self.pos[done.cpu()] = base.act_steps
+
+    @torch.no_grad()
+    def next(self, obs: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """obs [N, T, D] -> normalized base actions [N, A] for this env step."""
+        n, base = obs.shape[0], self.base
+        if self.pos.shape[0] != n:
+            self.end_episodes(torch.ones(n, dtype=torch.bool))
+        replan = (self.pos >= base.act_steps).nonzero().flatten()
+        if len(replan):
+            x = base.sample_normalized(obs[replan.to(obs.device)], base.initial_noise(len(replan), generator), steps or self.steps)[:, : base.act_steps]
+            self.chunk[replan.to(x.device)] = x.clamp(-1, 1) if base.clip_action else x
+            self.pos[replan] = 0
+        out = self.chunk[torch.arange(n, device=self.chunk.device), self.pos.to(self.chunk.device)]
+        self.pos += 1
+        return out
+
+
+def executed_actions(base: Policy, base_action: torch.Tensor, residual: torch.Tensor, scale: float) -> torch.Tensor:
+    """Normalized base action and residual [N, A] -> raw actions [N, 1, A]: ``base + scale * residual``."""
+    return base.to_actions(base_action + scale * residual)[:, None]
+
+
+class ResidualProvider(nn.Module):
+    """ResiP for :class:`~rlft.algos.onpolicy.ppo.ChainPPO`: one Gaussian ratio per env step.
+
+    The rollout env executes one action per step (``exec_steps`` = 1). Stored per sample: ``latents``
+    [2, A] = (normalized base action, sampled residual) and the residual's ``log_probs`` [1]. The base is
+    held in a list (not a submodule): never trained, and saved once, as the run's ``policy``.
+    """
+
+    per_step = False
+    exec_steps = 1
+
+    def __init__(self, base: Policy, steps: int | None, hidden: int, depth: int, log_std: float, scale: float):
+        super().__init__()
+        obs_dim = base.obs_horizon * next(iter(base.obs_shapes.values()))[0]
+        self.residual = ResidualActor(obs_dim, base.action_dim, hidden, depth, log_std)
+        self.base = [base.eval().requires_grad_(False)]
+        self.steps, self.scale = steps, scale
+        self.queue = BaseQueue(base, steps)
+
+    @property
+    def actor(self) -> Policy:
+        """The frozen base: the run's ``policy`` (its spec and weights) and its observation normalizer."""
+        return self.base[0]
+
+    def eval_policy(self) -> "ResidualPolicy":
+        """Base + the current residual as one policy, with its own queue (for evaluation)."""
+        return ResidualPolicy(self.base[0], self.residual, self.steps, self.scale)
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        self.queue.end_episodes(done)
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """obs [N, T, D] -> (raw actions [N, 1, A], {latents [N, 2, A], log_probs [N, 1]})."""
+        base_action = self.queue.next(obs)
+        mean = self.residual(normalized_obs(self.base[0], obs), base_action)
+        std = self.residual.log_std.exp().expand_as(mean)
+        residual = mean + std * torch.randn_like(mean)
+        log_probs = gaussian_log_prob(residual, mean, std).sum(-1, keepdim=True)
+        return executed_actions(self.base[0], base_action, residual, self.scale), {"latents": torch.stack([base_action, residual], 1), "log_probs": log_probs}
+
+    def chain_log_probs(self, obs: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-prob [B], entropy [B]) of the stored residuals under the current residual actor."""
+        return self.residual.log_prob(normalized_obs(self.base[0], obs), latents[:, 0], latents[:, 1])
+
+    def set_progress(self, fraction: float) -> None:
+        """No schedules."""
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
+class ResidualPolicy(nn.Module):
+    """The frozen base + ResiP's residual as one policy that acts every env step (``act_steps`` = 1).
+
+    ``sample(obs)`` -> raw actions [N, 1, A] with the residual's mean, or a Gaussian draw if
+    ``stochastic``; ``steps`` overrides the base sampler's steps. Call ``end_episodes(done [N])`` after
+    every env step (:func:`rlft.runtime.evaluate.evaluate` does).
+    """
+
+    act_steps = 1
+    default_stochastic = False  # the residual's mean, whatever the base head's own default
+
+    def __init__(self, base: Policy, residual: ResidualActor, steps: int | None, scale: float):
+        super().__init__()
+        self.base = base.eval().requires_grad_(False)
+        self.residual = residual
+        self.steps, self.scale = steps, scale
+        self.queue = BaseQueue(base, steps)
+
+    @property
+    def obs_horizon(self) -> int:
+        return self.base.obs_horizon
+
+    @property
+    def action_norm(self) -> nn.Module:
+        return self.base.action_norm
+
+    @property
+    def head(self) -> nn.Module:
+        return self.base.head
+
+    def train(self, mode: bool = True) -> "ResidualPolicy":
+        super().train(mode)
+        self.base.eval()
+        return self
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        self.queue.end_episodes(done)
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor, steps: int | None = None, stochastic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """obs [N, T, D] -> raw actions [N, 1, A]."""
+        base_action = self.queue.next(obs, steps, generator)
+        residual = self.residual(normalized_obs(self.base, obs), base_action)
+        if stochastic:
+            noise = torch.randn(residual.shape, generator=generator, device=residual.device)
+            residual = residual + self.residual.log_std.exp() * noise
+        return executed_actions(self.base, base_action, residual, self.scale)
+
+
+def build_residual(base: Policy, algo: Mapping[str, Any]) -> ResidualProvider:
+    """The provider for ``base`` from the resip algo config (``steps``, ``residual.*``)."""
+    if algo.get("data_coef") or algo.get("reg_coef"):
+        raise ConfigError("algo=resip trains a residual over a frozen base: algo.data_coef and algo.reg_coef must be 0")
+    res = algo["residual"]
+    steps = int(algo["steps"]) if algo.get("steps") else None
+    return ResidualProvider(base, steps, int(res["hidden"]), int(res["depth"]), float(res["log_std"]), float(res["scale"]))
+
+
+def load_residual_policy(folder: Path, checkpoint: Path | None = None) -> ResidualPolicy:
+    """The combined policy of a resip run: base weights (``policy.*``) and residual (``provider.residual.*``)
+    from the newest (or the given) checkpoint, architecture and settings from ``policy.json``."""
+    from safetensors.torch import load_file
+
+    from rlft.runtime.run import CheckpointError
+
+    checkpoint = Path(checkpoint or latest_checkpoint(folder))
+    base = load_policy(folder, weights="policy", checkpoint=checkpoint)
+    provider = build_residual(base, read_spec(folder)["meta"]["algo_config"])
+    prefix = "provider.residual."
+    sd = {k[len(prefix) :]: v for k, v in load_file(str(checkpoint / "model.safetensors")).items() if k.startswith(prefix)}
+    missing = set(provider.residual.state_dict()) - set(sd)
+    if missing:
+        raise CheckpointError(f"{checkpoint}: no residual weights ({sorted(missing)[0]}, ...); not a resip checkpoint")
+    provider.residual.load_state_dict(sd, strict=True)
+    return provider.eval_policy().eval()

@@ -151,8 +151,11 @@ class SteeredPolicy(nn.Module):
     """The fine-tuned controller: noise actor + frozen base, for ``rlft eval``.
 
     ``actor(features [N, F], deterministic) -> [N, H * A]`` in [-1, 1] (SB3's squashed actor or DSRL-NA's);
-    the noise is ``bound`` times that, and the base samples deterministically from it.
+    the noise is ``bound`` times that, and the base samples deterministically from it. Evaluation
+    uses the actor's mean (``default_stochastic`` False), whatever the base's own sampler default.
     """
+
+    default_stochastic = False
 
     def __init__(self, base: Policy, actor: nn.Module, bound: float, steps: int | None):
         super().__init__()
@@ -390,7 +393,7 @@ def finetune_dsrl(cfg: DictConfig, run: Run) -> SteeredPolicy:
 def load_steered_policy(folder: Path, checkpoint: Path | None = None) -> SteeredPolicy:
     """The steered policy of a ``dsrl`` / ``dsrl_na`` run folder (newest checkpoint unless given); no pickle."""
     from rlft.algos.dsrl_na import NoiseActor
-    from rlft.runtime.run import CKPT_PREFIX
+    from rlft.policies.policy import latest_checkpoint
 
     spec = read_spec(folder)
     steering = spec["meta"]["steering"]
@@ -403,11 +406,6 @@ def load_steered_policy(folder: Path, checkpoint: Path | None = None) -> Steered
     else:
         holder = NoiseActor(obs_dim, noise_dim, int(steering["hidden"]), int(steering["depth"]), bool(steering["layer_norm"]), float(steering["log_std_init"]))
         name = "actor"
-    if checkpoint is None:
-        found = sorted(p for p in (Path(folder) / "checkpoints").glob(f"{CKPT_PREFIX}*") if (p / "state.json").exists())
-        if not found:
-            raise FileNotFoundError(f"{folder}: no complete checkpoint yet; train longer or resume the run")
-        checkpoint = found[-1]
-    load_weights(Path(checkpoint) / "model.safetensors", {"policy": base, name: holder})
+    load_weights(Path(checkpoint or latest_checkpoint(Path(folder))) / "model.safetensors", {"policy": base, name: holder})
     actor = holder.actor if name == "sac" else holder
     return SteeredPolicy(base.eval(), actor.eval(), float(steering["bound"]), steering["steps"]).eval()

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
@@ -38,16 +38,10 @@ from rlft.runtime.seeding import seed_everything
 from rlft.runtime.trainer import fit
 
 
-def state_features(base: Policy, obs: torch.Tensor) -> torch.Tensor:
-    """Raw observation history [N, T, D] -> the base's normalized observations, flattened [N, T * D]."""
-    key = next(iter(base.obs_norm))
-    return base.obs_norm[key](obs.float()).flatten(1)
-
-
 class LatentNoiseVecEnv(VecEnv):
     """An SB3 ``VecEnv`` whose action is the base policy's initial noise for the whole chunk.
 
-    Observations: :func:`state_features` [N, T * D] (numpy). Actions: w [N, H * A] in [-bound, bound].
+    Observations: the base's ``normalized_state`` [N, T * D] (numpy). Actions: w [N, H * A] in [-bound, bound].
     A step runs the base's deterministic sampler from w (``steps`` sampling steps) and executes the
     chunk's first ``act_steps`` actions; the reward is discounted within the chunk by ``gamma``. Ended
     episodes reset by themselves; their info has SB3's ``terminal_observation`` and
@@ -76,7 +70,7 @@ class LatentNoiseVecEnv(VecEnv):
         self.env_steps = 0
 
     def features(self, obs: torch.Tensor) -> np.ndarray:
-        return state_features(self.base, obs).cpu().numpy()
+        return self.base.normalized_state(obs).cpu().numpy()
 
     def reset(self) -> np.ndarray:
         obs, _ = self.env.reset(seed=self._seeds[0])
@@ -166,7 +160,7 @@ class SteeredPolicy(nn.Module):
     @torch.no_grad()
     def noise(self, obs: torch.Tensor, stochastic: bool = False) -> torch.Tensor:
         """obs [N, T, D] -> initial noise [N, H, A]."""
-        squashed = self.actor(state_features(self.base, obs), deterministic=not stochastic)
+        squashed = self.actor(self.base.normalized_state(obs), deterministic=not stochastic)
         return (self.bound * squashed).view(-1, self.base.horizon, self.base.action_dim)
 
     @torch.no_grad()
@@ -347,8 +341,8 @@ def finetune_dsrl(cfg: DictConfig, run: Run) -> SteeredPolicy:
     steered = SteeredPolicy(base, learner.actor, float(algo.bound), algo.steps)
     progress = Progress()
     source = f"rlft finetune algo={algo.name}, run {run.folder}"
-    meta = read_spec(cfg.base).get("meta", {}) | {"env": cfg.env.name, "algo": algo.name, "source": source, "base": str(cfg.base)}
-    meta["steering"] = {k: algo[k] for k in ("bound", "steps", "hidden", "depth", "layer_norm", "log_std_init", "lr")}
+    algo_config = OmegaConf.to_container(algo, resolve=True)  # what rebuilds the steered policy
+    meta = read_spec(cfg.base).get("meta", {}) | {"env": cfg.env.name, "algo": algo.name, "source": source, "base": str(cfg.base), "algo_config": algo_config}
     write_spec(run.folder, base, meta)
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
     n_iters = int(cfg.train.iterations)
@@ -396,7 +390,7 @@ def load_steered_policy(folder: Path, checkpoint: Path | None = None) -> Steered
     from rlft.policies.policy import latest_checkpoint
 
     spec = read_spec(folder)
-    steering = spec["meta"]["steering"]
+    steering = spec["meta"]["algo_config"]
     base = Policy.from_spec(spec)
     obs_dim = base.obs_horizon * next(iter(base.obs_shapes.values()))[0]
     noise_dim = base.horizon * base.action_dim

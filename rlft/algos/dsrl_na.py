@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from rlft.algos.critics import TwinQ, mlp
-from rlft.algos.dsrl import LatentNoiseVecEnv, state_features
+from rlft.algos.dsrl import LatentNoiseVecEnv
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -173,7 +173,7 @@ class NoiseAliasedSAC:
     def update(self) -> dict[str, float]:
         """One critic, actor and temperature step on a replay batch."""
         b = self.replay.sample(int(self.algo.batch_size))
-        s, s2 = state_features(self.base, b["obs"]), state_features(self.base, b["next_obs"])
+        s, s2 = self.base.normalized_state(b["obs"]), self.base.normalized_state(b["next_obs"])
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             w2, logp2 = self.actor.sample_log_prob(s2)
@@ -202,7 +202,7 @@ class NoiseAliasedSAC:
     def distill(self) -> float:
         """One step of Q^W(s, w) towards Q^A(s, base(s, w)), w ~ N(0, I) clipped to the bound."""
         b = self.replay.sample(int(self.algo.batch_size))
-        s = state_features(self.base, b["obs"])
+        s = self.base.normalized_state(b["obs"])
         noise = torch.randn(len(s), self.venv.action_space.shape[0]).clamp(-self.bound, self.bound)
         with torch.no_grad():
             target = self.action_q(s, self._executed(b["obs"], noise))

@@ -114,6 +114,12 @@ class Policy(nn.Module):
             out[key] = x
         return out
 
+    def normalized_state(self, obs: torch.Tensor) -> torch.Tensor:
+        """A state policy's raw observation history [N, T, D] -> normalized and flattened [N, T * D]
+        (the input of the critics, residuals and noise actors built on top of it)."""
+        key = next(iter(self.obs_norm))
+        return self.obs_norm[key](obs.to(self.action_norm.center.device, torch.float32)).flatten(1)
+
     def encode(self, obs: Obs) -> torch.Tensor:
         """Raw observations -> condition [B, C] (normalizes state keys, encodes images)."""
         obs = self._as_dict(obs)

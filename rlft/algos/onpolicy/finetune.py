@@ -13,7 +13,6 @@ number, so a resumed run replays exactly what an uninterrupted one does.
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any
 
 import torch
@@ -22,7 +21,6 @@ from torch import nn
 
 from rlft.algos.onpolicy.ppo import ChainPPO, Critic
 from rlft.algos.onpolicy.providers import build_provider
-from rlft.algos.onpolicy.residual import normalized_obs
 from rlft.algos.onpolicy.rollout import RewardScaler, collect_rollout
 from rlft.envs import make
 from rlft.envs.wrappers import ActionChunk, ObsHistory
@@ -55,7 +53,7 @@ def finetune(cfg: DictConfig, run: Run) -> nn.Module:
     actor = provider.actor
     obs_dim = base.obs_horizon * next(iter(base.obs_shapes.values()))[0]
     critic = Critic(obs_dim, int(algo.critic_hidden), int(algo.critic_depth)).to(device)
-    ppo = ChainPPO(provider, critic, partial(normalized_obs, actor), algo)  # V(s) on the normalized obs history
+    ppo = ChainPPO(provider, critic, actor.normalized_state, algo)  # V(s) on the normalized obs history
     n_iters = int(cfg.train.iterations)
     actor_sched = torch.optim.lr_scheduler.LambdaLR(ppo.actor_opt, warmup_cosine(algo.lr_warmup, n_iters, algo.actor_min_lr / algo.actor_lr))
     critic_sched = torch.optim.lr_scheduler.LambdaLR(ppo.critic_opt, warmup_cosine(algo.lr_warmup, n_iters, algo.critic_min_lr / algo.critic_lr))

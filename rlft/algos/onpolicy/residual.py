@@ -30,12 +30,6 @@ from rlft.policies.chain import gaussian_log_prob
 from rlft.policies.policy import Policy, latest_checkpoint, load_policy, read_spec
 
 
-def normalized_obs(base: Policy, obs: torch.Tensor) -> torch.Tensor:
-    """obs [N, T, D] -> the base's normalized observation history, flattened [N, T * D]."""
-    key = next(iter(base.obs_norm))
-    return base.obs_norm[key](obs.to(base.action_norm.center.device, torch.float32)).flatten(1)
-
-
 class ResidualActor(nn.Module):
     """The residual: N(mean([obs, base action]), exp(log_std)^2) per action dim, in normalized units.
 
@@ -145,7 +139,7 @@ class ResidualProvider(nn.Module):
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """obs [N, T, D] -> (raw actions [N, 1, A], {latents [N, 2, A], log_probs [N, 1]})."""
         base_action = self.queue.next(obs)
-        mean = self.residual(normalized_obs(self.base[0], obs), base_action)
+        mean = self.residual(self.base[0].normalized_state(obs), base_action)
         std = self.residual.log_std.exp().expand_as(mean)
         residual = mean + std * torch.randn_like(mean)
         log_probs = gaussian_log_prob(residual, mean, std).sum(-1, keepdim=True)
@@ -153,7 +147,7 @@ class ResidualProvider(nn.Module):
 
     def chain_log_probs(self, obs: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-prob [B], entropy [B]) of the stored residuals under the current residual actor."""
-        return self.residual.log_prob(normalized_obs(self.base[0], obs), latents[:, 0], latents[:, 1])
+        return self.residual.log_prob(self.base[0].normalized_state(obs), latents[:, 0], latents[:, 1])
 
     def set_progress(self, fraction: float) -> None:
         """No schedules."""
@@ -204,7 +198,7 @@ class ResidualPolicy(nn.Module):
     def sample(self, obs: torch.Tensor, steps: int | None = None, stochastic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """obs [N, T, D] -> raw actions [N, 1, A]."""
         base_action = self.queue.next(obs, steps, generator)
-        residual = self.residual(normalized_obs(self.base, obs), base_action)
+        residual = self.residual(self.base.normalized_state(obs), base_action)
         if stochastic:
             noise = torch.randn(residual.shape, generator=generator, device=residual.device)
             residual = residual + self.residual.log_std.exp() * noise

@@ -392,10 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add_config_command(
         sub,
         "finetune",
-        "fine-tune a pretrained policy with online RL (DPPO, ReinFlow)",
+        "fine-tune a pretrained policy with online RL (DPPO, ReinFlow, ResiP, DSRL, DSRL-NA)",
         "Fine-tune a pretrained policy in its env: algo=dppo (diffusion policies) or algo=reinflow (flow\n"
-        "policies), both PPO over the sampling chain. base=<policy> picks the start (default: the shipped\n"
-        "policy pretrained on data=<name> with the algo's preset).\n\n"
+        "policies), PPO over the sampling chain; algo=resip (PPO on a residual) or algo=dsrl / dsrl_na (SAC\n"
+        "over the initial noise) keep any base policy frozen. base=<policy> picks the start (default: the\n"
+        "shipped policy pretrained on data=<name> with the algo's preset).\n\n"
         "example: rlft finetune algo=reinflow env=hopper train.iterations=50",
     )
     p.set_defaults(func=cmd_finetune)

@@ -390,7 +390,9 @@ def load_steered_policy(folder: Path, checkpoint: Path | None = None) -> Steered
     from rlft.policies.policy import latest_checkpoint
 
     spec = read_spec(folder)
-    steering = spec["meta"]["algo_config"]
+    steering = spec.get("meta", {}).get("algo_config")
+    if steering is None:
+        raise CheckpointError(f"{folder}/policy.json has no 'algo_config'; it was written by an older rlft, run the fine-tuning again")
     base = Policy.from_spec(spec)
     obs_dim = base.obs_horizon * next(iter(base.obs_shapes.values()))[0]
     noise_dim = base.horizon * base.action_dim

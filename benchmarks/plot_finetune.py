@@ -1,6 +1,7 @@
 """Compare fine-tuning runs: evaluation return vs env steps and vs wall time, one line per run.
 
     python benchmarks/plot_finetune.py runs/bench-reinflow-hopper runs/bench-dppo-hopper --out benchmarks/finetune_hopper.png
+    python benchmarks/plot_finetune.py runs/bench-{reinflow,dsrl,dsrl_na,resip}-hopper --logx --out benchmarks/steering_hopper.png
 
 Also prints, per run, the first and last evaluation return, iterations, env steps and env steps/s.
 """
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--key", default="eval/return_mean")
+    parser.add_argument("--logx", action="store_true", help="env steps on a log scale (runs that differ 10x in sample use)")
     args = parser.parse_args()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for run in args.runs:
@@ -46,6 +48,8 @@ def main() -> None:
             )
         )
     axes[0].set_xlabel("env steps (millions)")
+    if args.logx:
+        axes[0].set_xscale("log")
     axes[1].set_xlabel("wall time (minutes)")
     for ax in axes:
         ax.set_ylabel(args.key)

@@ -165,7 +165,8 @@ class SteeredPolicy(nn.Module):
 
     @torch.no_grad()
     def sample(self, obs: torch.Tensor, steps: int | None = None, stochastic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Raw action chunk [N, H, A]; ``stochastic`` samples the actor's noise instead of its mean."""
+        """Raw action chunk [N, H, A]; ``stochastic`` samples the actor's noise instead of its mean
+        (from torch's global RNG: ``generator`` is accepted for :func:`evaluate`'s call and not used)."""
         return self.base.sample(obs, noise=self.noise(obs, stochastic), steps=steps or self.steps)
 
 

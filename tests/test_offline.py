@@ -185,8 +185,16 @@ def test_offline_cli_writes_a_complete_run(tmp_path, capsys):
     assert all({"critic_loss", "bc_loss", "q_loss", "q_mean", "lr"} <= set(r) for r in rows)
     assert rows[-1]["eval/episodes"] == 2 and "eval/normalized_score" in rows[-1]
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step_000000020", "step_000000040"]
-    assert main(["eval", f"run={run}", "n_episodes=1", "--json"]) == 0  # rlft eval runs the EMA actor
-    assert json.loads(capsys.readouterr().out)["steps"] == 5
+    # rlft eval runs what the run acts with: the EMA actor with its Q selection among 4 candidates
+    from rlft.algos.registry import load_trained_policy
+    from rlft.runtime.evaluate import evaluate
+
+    acting = load_trained_policy(run)
+    assert isinstance(acting, offline.QSelect) and acting.candidates == 4
+    assert main(["eval", f"run={run}", "n_episodes=2", "seed=3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 5 and result["return_mean"] == evaluate(acting, "hopper", 2, seed=3)["return_mean"]
+    assert not isinstance(load_trained_policy(run, weights="policy"), offline.QSelect)  # the raw actor
 
 
 class Interrupt(Exception):

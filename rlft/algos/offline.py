@@ -133,8 +133,9 @@ def train_offline(cfg: DictConfig, run: Run, evaluate: Callable[[nn.Module, int]
     store = EpisodeStore(cfg.data.path)
     actor = policy_from_store(algo.policy, store).to(device)
     sampler = TransitionSampler(store, list(algo.policy.obs_keys), actor.obs_horizon)
-    # `rlft eval run=...` evaluates the EMA actor (without Q selection)
-    write_spec(run.folder, actor, policy_meta(cfg, f"rlft offline algo={algo.name}, run {run.folder}"))
+    # `rlft eval run=...` rebuilds what the run acts with from this: EMA actor + Q selection (load_offline_policy)
+    algo_config = OmegaConf.to_container(algo, resolve=True)
+    write_spec(run.folder, actor, policy_meta(cfg, f"rlft offline algo={algo.name}, run {run.folder}") | {"algo": algo.name, "algo_config": algo_config})
     critic = TwinQ(actor.encoder.out_dim, actor.horizon * actor.action_dim, int(algo.critic.hidden), int(algo.critic.depth)).to(device)
     ema = EMA(actor, decay=algo.ema.decay, every=algo.ema.every, start=algo.ema.start)
     steps, batch_size = int(cfg.train.steps), int(cfg.train.batch_size)
@@ -215,3 +216,21 @@ def train_offline(cfg: DictConfig, run: Run, evaluate: Callable[[nn.Module, int]
     )
     plot_metrics(run.folder, PLOTTED, run.folder / "learning_curve.png")
     return acting(ema.model)
+
+
+def load_offline_policy(folder: Path, checkpoint: Path | None = None) -> nn.Module:
+    """What a dql / ofql run acts with: the EMA actor of the newest (or given) checkpoint, with the run's
+    Q selection among ``select.candidates`` samples (the actor alone when that is 1)."""
+    from rlft.policies.policy import latest_checkpoint, load_policy, read_spec
+    from rlft.runtime.run import CheckpointError, load_weights
+
+    algo = read_spec(folder).get("meta", {}).get("algo_config")
+    if algo is None:
+        raise CheckpointError(f"{folder}/policy.json has no 'algo_config'; it was written by an older rlft, train the run again")
+    checkpoint = Path(checkpoint or latest_checkpoint(folder))
+    actor = load_policy(folder, weights="ema", checkpoint=checkpoint)
+    if int(algo["select"]["candidates"]) == 1:
+        return actor
+    critic = TwinQ(actor.encoder.out_dim, actor.horizon * actor.action_dim, int(algo["critic"]["hidden"]), int(algo["critic"]["depth"]))
+    load_weights(checkpoint / "model.safetensors", {"critic": critic})
+    return QSelect(actor, critic.eval(), int(algo["select"]["candidates"]), algo["select"]["rule"]).eval()

@@ -1,8 +1,9 @@
 """One home for the online fine-tuning algorithms: who trains each, which bases suit it, how its runs load.
 
 ``rlft finetune`` dispatches through :data:`ONLINE`; ``rlft eval`` loads any run through
-:func:`load_trained_policy`, which returns the *combined* policy for methods that steer a frozen base
-(DSRL's noise actor, ResiP's residual) and the plain :class:`~rlft.policies.policy.Policy` otherwise.
+:func:`load_trained_policy`, which returns what the run acts with: the *combined* policy for methods
+that steer a frozen base (DSRL's noise actor, ResiP's residual), the EMA actor with its Q selection for
+offline runs (DQL, OFQL), and the plain :class:`~rlft.policies.policy.Policy` otherwise.
 Entry points are ``module:function`` strings, imported only when used (no algorithm is imported to
 compose a config).
 """
@@ -33,6 +34,9 @@ ONLINE: dict[str, OnlineAlgo] = {
 }
 
 
+OFFLINE_LOADER = "rlft.algos.offline:load_offline_policy"  # runs of kind offline: EMA actor + Q selection
+
+
 def entry_point(target: str) -> Callable[..., Any]:
     """``"package.module:function"`` -> the function."""
     module, name = target.split(":")
@@ -48,10 +52,13 @@ def steering_algo(folder: str | Path) -> str | None:
 
 
 def load_trained_policy(folder: str | Path, weights: str = "auto", checkpoint: Path | None = None) -> Any:
-    """What to evaluate for ``folder``: the combined policy of a steered run, else :func:`load_policy`."""
-    from rlft.policies.policy import load_policy, resolve_policy
+    """What ``folder``'s run acts with (see the module docstring); ``weights=policy`` gives the raw trained policy."""
+    from rlft.policies.policy import load_policy, read_spec, resolve_policy
 
     algo = steering_algo(folder)
-    if algo is None:
-        return load_policy(folder, weights=weights, checkpoint=checkpoint)
-    return entry_point(ONLINE[algo].loader)(resolve_policy(folder), checkpoint)  # type: ignore[arg-type]
+    if algo is not None:
+        return entry_point(ONLINE[algo].loader)(resolve_policy(folder), checkpoint)  # type: ignore[arg-type]
+    offline = (read_spec(folder).get("meta", {}).get("algo_config") or {}).get("kind") == "offline"
+    if offline and weights in ("auto", "ema"):
+        return entry_point(OFFLINE_LOADER)(resolve_policy(folder), checkpoint)
+    return load_policy(folder, weights=weights, checkpoint=checkpoint)

@@ -127,7 +127,10 @@ class NoiseAliasedSAC:
 
     # ---- data ------------------------------------------------------------------------------------------
     def store(self, obs: np.ndarray, noise: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, done: np.ndarray, infos: list[dict[str, Any]]) -> None:
-        """The last step of ``venv`` per sub-env: raw obs, noise / bound, executed actions, reward, terminal, discount."""
+        """The last step of ``venv`` per sub-env: raw obs, noise / bound, executed actions, reward, terminal, discount.
+
+        The signature is the warm-up's (shared with SB3's buffer); the observations come from ``venv.last``
+        (raw, so the base can run on them), not from the features passed in."""
         last = self.venv.last
         steps = torch.tensor([info["env_steps"] for info in infos], dtype=torch.float32)
         terminal = torch.tensor([bool(d) and not info.get("TimeLimit.truncated", False) for d, info in zip(done, infos)], dtype=torch.float32)

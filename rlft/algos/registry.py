@@ -55,10 +55,10 @@ def load_trained_policy(folder: str | Path, weights: str = "auto", checkpoint: P
     """What ``folder``'s run acts with (see the module docstring); ``weights=policy`` gives the raw trained policy."""
     from rlft.policies.policy import load_policy, read_spec, resolve_policy
 
-    algo = steering_algo(folder)
-    if algo is not None:
+    meta = read_spec(folder).get("meta", {})
+    algo, kind = meta.get("algo"), (meta.get("algo_config") or {}).get("kind")
+    if algo in ONLINE and ONLINE[algo].loader:
         return entry_point(ONLINE[algo].loader)(resolve_policy(folder), checkpoint)  # type: ignore[arg-type]
-    offline = (read_spec(folder).get("meta", {}).get("algo_config") or {}).get("kind") == "offline"
-    if offline and weights in ("auto", "ema"):
+    if kind == "offline" and weights in ("auto", "ema"):
         return entry_point(OFFLINE_LOADER)(resolve_policy(folder), checkpoint)
     return load_policy(folder, weights=weights, checkpoint=checkpoint)

@@ -465,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlft.datasets.store import DatasetError
     from rlft.export import ExportError
     from rlft.runtime.run import CheckpointError
+    from rlft.runtime.trainer import StopRequested
 
     args = build_parser().parse_args(argv)
     try:
@@ -475,8 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetError, CheckpointError, ExportError, FileNotFoundError) as e:
         print(f"rlft: error: {e}", file=sys.stderr)
         return 1
+    except StopRequested as e:
+        print(f"rlft: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("rlft: interrupted; continue with the same command and --resume", file=sys.stderr)
+        print("rlft: interrupted; continue from the last checkpoint with the same command and --resume", file=sys.stderr)
         return 130
 
 

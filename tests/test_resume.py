@@ -1,5 +1,8 @@
 """Exact resume: an interrupted run continued with --resume logs the same metrics as an uninterrupted one."""
 
+import os
+import signal
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -10,14 +13,14 @@ from rlft.datasets.sampler import WindowSampler
 from rlft.datasets.store import EpisodeStore, write_episodes
 from rlft.runtime.run import Run, read_metrics
 from rlft.runtime.seeding import seed_everything
-from rlft.runtime.trainer import fit
+from rlft.runtime.trainer import StopRequested, fit
 
 
 class Interrupt(Exception):
     pass
 
 
-def train(tmp_path, name, resume=False, stop_at=None, total=60):
+def train(tmp_path, name, resume=False, stop_at=None, total=60, signal_at=None):
     """Tiny BC regression with dropout (uses torch RNG), an LR schedule and a sampled data stream."""
     cfg = OmegaConf.create({"run": {"dir": str(tmp_path / "runs"), "name": name, "keep_checkpoints": 2}, "seed": 3})
     run = Run.start(cfg, resume=resume)
@@ -34,6 +37,8 @@ def train(tmp_path, name, resume=False, stop_at=None, total=60):
     def update(step):
         if step == stop_at:
             raise Interrupt
+        if step == signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
         batch = sampler.sample(16, rng)
         loss = ((model(batch["obs"]) - batch["action"].flatten(1)) ** 2).mean()
         opt.zero_grad()
@@ -58,6 +63,19 @@ def test_resume_reproduces_metrics_exactly(tmp_path):
     assert read_metrics(resumed.folder) == read_metrics(straight.folder)
     assert len(read_metrics(straight.folder)) == 12
     assert [p.name for p in resumed.checkpoints()] == ["step_000000050", "step_000000060"]
+
+
+def test_sigterm_checkpoints_at_the_next_log_step_and_resumes_exactly(tmp_path):
+    straight = train(tmp_path, "straight")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(StopRequested, match="stopped at step 25"):
+        train(tmp_path, "stopped", signal_at=23)  # log_every 5, checkpoint_every 10
+    assert signal.getsignal(signal.SIGTERM) == before  # fit restores the handlers
+    stopped = tmp_path / "runs" / "stopped"
+    assert read_metrics(stopped)[-1]["step"] == 25
+    assert sorted(p.name for p in (stopped / "checkpoints").iterdir())[-1] == "step_000000025"
+    resumed = train(tmp_path, "stopped", resume=True)
+    assert read_metrics(resumed.folder) == read_metrics(straight.folder)
 
 
 def test_checkpoint_files_and_weights(tmp_path):

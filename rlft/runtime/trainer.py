@@ -2,17 +2,52 @@
 
 An algorithm supplies ``update(step) -> metrics`` (one optimisation step) and the state to save;
 :func:`fit` owns everything around it, so no algorithm re-implements logging or checkpointing.
+
+Stopping: SIGTERM (what schedulers such as SLURM send before a kill) or a first Ctrl-C lets the loop
+run to the next logging step, write a checkpoint there and raise :class:`StopRequested`, so
+``--resume`` continues exactly; a second Ctrl-C interrupts at once (back to the last checkpoint).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from rlft.runtime.run import Run
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised by :func:`fit` after a stop signal, once the checkpoint at the next logging step is written."""
+
+
+@contextmanager
+def _stop_signals() -> Iterator[dict[str, bool]]:
+    """While active, SIGTERM and a first SIGINT set ``flag["stop"]``; a second one raises KeyboardInterrupt.
+
+    Signal handlers can only be set from the main thread; elsewhere the flag never turns on.
+    """
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def fit(
@@ -30,7 +65,8 @@ def fit(
 
     ``optimizers`` holds anything with ``state_dict``/``load_state_dict`` (optimizers, LR schedulers).
     Metrics are averaged over each ``log_every`` window and logged at its last step. Returns the
-    number of the last step run.
+    number of the last step run. On SIGTERM or Ctrl-C: checkpoint at the next logging step, then
+    :class:`StopRequested`.
     """
     if checkpoint_every % log_every:
         raise ValueError(f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every ({log_every}) for exact resume")
@@ -41,7 +77,7 @@ def fit(
     metrics = run.open_metrics(resume_step=start if run.resume else None)
     window: dict[str, list[float]] = {}
     try:
-        with tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=None) as bar:
+        with _stop_signals() as stop, tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=None) as bar:
             for step in range(start + 1, total_steps + 1):
                 for k, v in update(step).items():
                     window.setdefault(k, []).append(float(v))
@@ -50,9 +86,12 @@ def fit(
                     metrics.log(step, means)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
                     window.clear()
-                if step % checkpoint_every == 0 or step == total_steps:
+                stopping = stop["stop"] and step % log_every == 0 and step < total_steps
+                if step % checkpoint_every == 0 or step == total_steps or stopping:
                     run.save_checkpoint(step, modules, optimizers, generators)
                 bar.update(1)
+                if stopping:
+                    raise StopRequested(f"stopped at step {step} with a checkpoint there; continue with the same command and --resume")
     finally:
         metrics.close()
     return total_steps

@@ -1,6 +1,7 @@
 """Collection on a tiny budget: SB3 SAC trains, snapshots are evaluated, datasets are recorded."""
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -24,7 +25,8 @@ TINY = [
 ]
 
 
-def test_collect_tiny_budget(tmp_path, capsys):
+def test_collect_tiny_budget(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3's default logger would make SB3-<time>
     args = ["collect", "env=hopper", f"run.dir={tmp_path}", "run.name=c", "datasets.kinds=[expert,medium,medium-replay]", *TINY]
     assert main(args) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -59,6 +61,7 @@ def test_collect_tiny_budget(tmp_path, capsys):
     assert EpisodeStore(run / "data" / "hopper-v5-expert.zarr.zip").n_steps == 200
     assert [m["step"] for m in read_metrics(run)] == [200, 400, 600]
     assert main([*args, "expert.tau=0.01", "--resume"]) == 2
+    assert not list(tmp_path.glob("SB3-*"))  # SB3 wrote no stray log folders
 
 
 def test_expert_round_trip_and_record(tmp_path):

@@ -275,7 +275,7 @@ class SB3SAC:
             device=device,
             verbose=0,
         )
-        self.model.set_logger(Logger(folder=None, output_formats=[]))
+        self.model.set_logger(Logger(folder=None, output_formats=[]))  # SB3 would make /tmp/SB3-<time> per learn()
         self.actor = self.model.actor
         self.counters = SACCounters()
 

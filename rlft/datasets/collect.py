@@ -162,6 +162,7 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
     """Stage 1: SB3 SAC with snapshots and resumable checkpoints; returns the final expert."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
 
     ex = cfg.expert
     folder = run.folder / "expert"
@@ -213,6 +214,7 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
                 atomic_write(model_path, lambda p: self.model.save(p))
                 atomic_write(buffer_path, lambda p: self.model.save_replay_buffer(p))
 
+    model.set_logger(Logger(folder=None, output_formats=[]))  # progress goes to metrics.jsonl; SB3's default makes /tmp/SB3-<time>
     if start < int(ex.steps):
         model.learn(total_timesteps=int(ex.steps) - start, callback=Snapshots(), reset_num_timesteps=False)
     bar.close()

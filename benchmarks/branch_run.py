@@ -4,7 +4,7 @@
 
 The new folder ``runs/NEW_NAME`` gets the config that ``rlft COMMAND <overrides> run.name=NEW_NAME``
 composes, SRC_RUN's newest checkpoint (weights, optimizer and scheduler states, RNG) and its metrics
-up to that step. Continue it with the same overrides and ``--resume``, e.g. the offline benchmark's
+(``--resume`` drops the rows logged after the checkpoint). Continue it with the same overrides and ``--resume``, e.g. the offline benchmark's
 "15k more steps at constant lr with eta 3" from a 50k-step run::
 
     python benchmarks/branch_run.py runs/off50k-medium-ofql eta3-ofql offline algo=ofql data=hopper_medium \
@@ -17,14 +17,13 @@ branch step, then the new settings'.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
 
 from rlft.config import compose, to_yaml
 from rlft.policies.policy import latest_checkpoint
-from rlft.runtime.run import read_metrics
+from rlft.runtime.io import atomic_write_text
 
 
 def main(argv: list[str]) -> None:
@@ -36,14 +35,12 @@ def main(argv: list[str]) -> None:
     if folder.exists():
         sys.exit(f"branch_run: {folder} exists; choose another name")
     checkpoint = Path(latest_checkpoint(source))
-    step = json.loads((checkpoint / "state.json").read_text())["step"]
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(to_yaml(cfg))
-    shutil.copy(source / "policy.json", folder / "policy.json")
-    rows = [row for row in read_metrics(source) if row["step"] <= step]
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for file_name in ("policy.json", "metrics.jsonl"):
+        shutil.copy(source / file_name, folder / file_name)
     shutil.copytree(checkpoint, folder / "checkpoints" / checkpoint.name)
-    print(f"{folder}: from {checkpoint} (step {step}); continue with: rlft {command} {' '.join(overrides)} run.name={name} --resume")
+    atomic_write_text(folder / "config.yaml", to_yaml(cfg))  # last: a folder without it is no run
+    print(f"{folder}: from {checkpoint}; continue with: rlft {command} {' '.join(overrides)} run.name={name} --resume")
 
 
 if __name__ == "__main__":

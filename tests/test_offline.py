@@ -202,7 +202,7 @@ class Interrupt(Exception):
 
 
 def test_offline_resume_is_exact(tmp_path, monkeypatch):
-    args = ["algo=ofql", *TINY, "eval.episodes=0", f"run.dir={tmp_path}"]
+    args = ["algo=ofql", *TINY, "algo.lr_decay=true", "eval.episodes=0", f"run.dir={tmp_path}"]  # the lr schedule resumes too
     assert main(["offline", *args, "run.name=straight"]) == 0
     calls = {"n": 0}
     objective = offline.q_objective

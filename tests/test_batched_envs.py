@@ -154,6 +154,21 @@ def test_action_chunk_on_async_vector_env_keeps_new_episodes_untouched():
     env.close()
 
 
+def test_async_workers_ignore_ctrl_c_so_the_main_process_can_stop_gracefully():
+    import signal
+    import time
+
+    env = rlft.envs.make("hopper", 2, backend="gymnasium_async", seed=0)
+    env.reset()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the main process is untouched
+    for process in env.vec.processes:  # what a terminal Ctrl-C does to the process group's workers
+        os.kill(process.pid, signal.SIGINT)
+    time.sleep(0.5)
+    obs, *_ = env.step(torch.zeros(2, 3))  # a worker hit by KeyboardInterrupt would fail this step
+    assert obs.shape == (2, 11) and all(process.is_alive() for process in env.vec.processes)
+    env.close()
+
+
 def test_obs_history_pads_with_first_obs_and_stacks_final_obs():
     env = ObsHistory(rlft.envs.make("hopper", 2, backend="native", seed=0), 3)
     obs, _ = env.reset()

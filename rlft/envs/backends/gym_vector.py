@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 import gymnasium as gym
@@ -42,7 +44,12 @@ def _renders_rgb(gym_id: str) -> bool:
     return "rgb_array" in getattr(creator, "metadata", {}).get("render_modes", [])
 
 
-def _make_pausable(gym_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+def _make_pausable(gym_id: str, env_kwargs: dict[str, Any], owner_pid: int) -> gym.Env:
+    """The sub-env; in an async worker process (not ``owner_pid``) SIGINT is ignored first, so a
+    terminal Ctrl-C, which reaches the whole process group, leaves the workers to the main process:
+    its graceful stop (:func:`rlft.runtime.trainer.fit`) still has envs to finish the iteration with."""
+    if os.getpid() != owner_pid:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return Pausable(gym.make(gym_id, **env_kwargs))
 
 
@@ -65,7 +72,8 @@ class GymVectorEnv(BatchedEnv):
         self.backend = "gymnasium_async" if asynchronous else "gymnasium"
         if "render_mode" not in env_kwargs and _renders_rgb(gym_id):
             env_kwargs["render_mode"] = "rgb_array"
-        fns = [lambda: _make_pausable(gym_id, env_kwargs) for _ in range(n_envs)]
+        owner_pid = os.getpid()
+        fns = [lambda: _make_pausable(gym_id, env_kwargs, owner_pid) for _ in range(n_envs)]
         vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
         self.vec = vector(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         max_steps = env_kwargs.get("max_episode_steps", gym.spec(gym_id).max_episode_steps)

@@ -4,9 +4,11 @@
 # BC of OFQL's actor; one run at a time; a finished run is skipped, an interrupted one resumed.
 # Usage: bash benchmarks/offline_hopper.sh [STEPS_MEDIUM] [STEPS_MEDIUM_EXPERT]   (runs/$PREFIX-<data>-<method>)
 # Env: PREFIX (default off), RUNS (default: all eight <data>:<method> pairs below), EVAL_EVERY (default
-# 4000), CHECKPOINT_EVERY (default 1000).
+# 4000), CHECKPOINT_EVERY (default 1000), SEED (default 0).
 # The 50k-step medium runs: PREFIX=off50k RUNS="medium:ofql medium:bc-ofql medium:dql medium:bc-dql" EVAL_EVERY=10000 \
 #   CHECKPOINT_EVERY=2000 bash benchmarks/offline_hopper.sh 50000
+# A seed of the constant-lr study: PREFIX=s1 SEED=1 RUNS="medium:dql medium:bc-dql" EVAL_EVERY=25000 CHECKPOINT_EVERY=5000 \
+#   bash benchmarks/offline_hopper.sh 125000, then RUNS="medium:ofql medium:bc-ofql" with 150000.
 set -euo pipefail
 export OMP_NUM_THREADS=1
 RLFT=${RLFT:-rlft}
@@ -23,7 +25,7 @@ for run in ${RUNS:-medium:dql medium:bc-dql medium:ofql medium-expert:dql medium
   [ -e runs/$name/learning_curve.png ] && continue
   echo "$(date +%T) start $name (load $(cut -d' ' -f1-3 /proc/loadavg))"
   resume=""; [ -e runs/$name/config.yaml ] && resume="--resume"
-  $RLFT offline $args data=hopper_medium data.path=$path run.name=$name train.steps=$steps \
+  $RLFT offline $args data=hopper_medium data.path=$path run.name=$name train.steps=$steps seed=${SEED:-0} \
     train.checkpoint_every=${CHECKPOINT_EVERY:-1000} eval.every=${EVAL_EVERY:-4000} eval.episodes=10 $resume
   echo "$(date +%T) done $name (load $(cut -d' ' -f1-3 /proc/loadavg))"
 done

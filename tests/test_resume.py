@@ -20,9 +20,9 @@ class Interrupt(Exception):
     pass
 
 
-def train(tmp_path, name, resume=False, stop_at=None, total=60, signal_at=None):
+def train(tmp_path, name, resume=False, stop_at=None, total=60, signal_at=None, keep=2):
     """Tiny BC regression with dropout (uses torch RNG), an LR schedule and a sampled data stream."""
-    cfg = OmegaConf.create({"run": {"dir": str(tmp_path / "runs"), "name": name, "keep_checkpoints": 2}, "seed": 3})
+    cfg = OmegaConf.create({"run": {"dir": str(tmp_path / "runs"), "name": name, "keep_checkpoints": keep}, "seed": 3})
     run = Run.start(cfg, resume=resume)
     rng = seed_everything(cfg.seed)
     data, ends = make_episodes([20, 30, 25], seed=1)
@@ -76,6 +76,13 @@ def test_sigterm_checkpoints_at_the_next_log_step_and_resumes_exactly(tmp_path):
     assert sorted(p.name for p in (stopped / "checkpoints").iterdir())[-1] == "step_000000025"
     resumed = train(tmp_path, "stopped", resume=True)
     assert read_metrics(resumed.folder) == read_metrics(straight.folder)
+
+
+def test_keep_checkpoints_zero_keeps_all_and_negative_is_refused(tmp_path):
+    run = train(tmp_path, "all", total=30, keep=0)
+    assert [p.name for p in run.checkpoints()] == ["step_000000010", "step_000000020", "step_000000030"]
+    with pytest.raises(ConfigError, match=r"run.keep_checkpoints must be >= 0 \(0 keeps every checkpoint\), got -1"):
+        train(tmp_path, "negative", keep=-1)
 
 
 def test_checkpoint_files_and_weights(tmp_path):

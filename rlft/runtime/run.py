@@ -112,9 +112,12 @@ class Run:
                 raise ConfigError(f"--resume: the config differs from the saved run at {', '.join(diff[:5])}; resume with the same overrides")
         elif saved.exists():
             raise ConfigError(f"run folder {folder} already exists; add --resume to continue it or choose run.name=<new name>")
+        keep = int(cfg.run.get("keep_checkpoints", 3))
+        if keep < 0:
+            raise ConfigError(f"run.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got {keep}")
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, to_yaml(cfg))
-        return cls(folder, cfg, resume, keep_checkpoints=int(cfg.run.get("keep_checkpoints", 3)))
+        return cls(folder, cfg, resume, keep_checkpoints=keep)
 
     def open_metrics(self, resume_step: int | None = None) -> MetricsLogger:
         """The run's metrics logger; with ``resume_step``, rows logged after that step are dropped first."""
@@ -136,7 +139,7 @@ class Run:
         generators: dict[str, np.random.Generator] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> Path:
-        """Write ``checkpoints/step_<step>/`` atomically; keep the newest ``keep_checkpoints``."""
+        """Write ``checkpoints/step_<step>/`` atomically; keep the newest ``keep_checkpoints`` (0: all)."""
         weights = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
         rng_state, torch_rng = capture_rng(generators)
         trainer = {"optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()}, "torch_rng": torch_rng}
@@ -148,8 +151,9 @@ class Run:
             atomic_write_json(tmp / "state.json", state)
 
         path = atomic_write_dir(self.ckpt_dir / f"{CKPT_PREFIX}{int(step):09d}", fill)
-        for old in self.checkpoints()[: -self.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        if self.keep_checkpoints:
+            for old in self.checkpoints()[: -self.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
         return path
 
     def load_checkpoint(

@@ -4,8 +4,8 @@
 
 The new folder ``runs/NEW_NAME`` gets the config that ``rlft COMMAND <overrides> run.name=NEW_NAME``
 composes, SRC_RUN's newest checkpoint (weights, optimizer and scheduler states, RNG) and its metrics
-(``--resume`` drops the rows logged after the checkpoint). Continue it with the same overrides and ``--resume``, e.g. the offline benchmark's
-"15k more steps at constant lr with eta 3" from a 50k-step run::
+(``--resume`` drops the rows logged after the checkpoint). Continue it with the same overrides and
+``--resume``, e.g. the offline benchmark's "15k more steps at constant lr with eta 3" from a 50k-step run::
 
     python benchmarks/branch_run.py runs/off50k-medium-ofql eta3-ofql offline algo=ofql data=hopper_medium \
         data.path=hopper-v5-medium train.steps=65000 algo.lr_decay=false algo.eta=3 ...

@@ -1,4 +1,6 @@
 import os
+import signal
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -155,9 +157,6 @@ def test_action_chunk_on_async_vector_env_keeps_new_episodes_untouched():
 
 
 def test_async_workers_ignore_ctrl_c_so_the_main_process_can_stop_gracefully():
-    import signal
-    import time
-
     env = rlft.envs.make("hopper", 2, backend="gymnasium_async", seed=0)
     env.reset()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the main process is untouched

@@ -262,12 +262,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     folder = resolve_policy(cfg.run)
     if is_exported(folder):  # an exported controller folder (or its graph file)
         policy = ExportedPolicy(folder, threads=cfg.threads)
+        if any(v is not None for v in cfg.select.values()):
+            raise ConfigError(f"select.*: {folder} is an exported controller, which acts as exported; evaluate the run folder to change its Q selection")
         if cfg.steps not in (None, policy.steps):
             raise ConfigError(f"steps={cfg.steps}: {folder} was exported with {policy.steps} sampling steps; export again with steps={cfg.steps}")
         meta, folder, default_steps = policy.controller.meta["source"].get("meta", {}), policy.controller.folder, policy.steps
     else:
         meta = read_spec(folder).get("meta", {})
-        policy = load_trained_policy(folder, weights=cfg.weights, checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None).to(torch.device(cfg.device))
+        checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else None
+        policy = load_trained_policy(folder, weights=cfg.weights, checkpoint=checkpoint, select=dict(cfg.select)).to(torch.device(cfg.device))
         default_steps = getattr(policy, "steps", None) or policy.head.steps  # a steered policy's own base steps
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
     # videos go into the run folder; a shipped policy's go to ./videos (the package stays untouched)
@@ -286,6 +289,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         stochastic=False if cfg.sampler == "deterministic" else None,
     )
     result = {"run": str(folder), "env": meta["env"], "steps": cfg.steps or default_steps, **result}
+    if hasattr(policy, "candidates"):  # an offline run's Q selection
+        result["select"] = {"candidates": policy.candidates, "rule": policy.rule}
     if args.json:
         print(json.dumps(result))
     else:

@@ -197,6 +197,28 @@ def test_offline_cli_writes_a_complete_run(tmp_path, capsys):
     assert not isinstance(load_trained_policy(run, weights="policy"), offline.QSelect)  # the raw actor
 
 
+def test_eval_changes_q_selection_of_offline_runs_only(tmp_path, capsys):
+    assert main(["offline", "algo=ofql", *TINY, "train.steps=20", "eval.episodes=0", f"run.dir={tmp_path}", "run.name=q"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "q"
+    assert main(["eval", f"run={run}", "n_episodes=1", "select.candidates=8", "select.rule=max", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["select"] == {"candidates": 8, "rule": "max"}
+    assert main(["eval", f"run={run}", "n_episodes=1", "select.candidates=1", "--json"]) == 0
+    assert "select" not in json.loads(capsys.readouterr().out)  # the one-step actor alone
+    for bad, message in [
+        (["select.candidates=0"], "candidates >= 1"),
+        (["select.rule=best"], "rule must be one of"),
+        (["weights=policy", "select.candidates=8"], "dql / ofql runs only; weights=policy"),
+    ]:
+        assert main(["eval", f"run={run}", "n_episodes=1", *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    bc = ["algo=ofql", *TINY, "algo.eta=0", "algo.select.candidates=1", "train.steps=20", "eval.episodes=0"]
+    assert main(["offline", *bc, f"run.dir={tmp_path}", "run.name=bc"]) == 0
+    assert main(["eval", f"run={tmp_path / 'bc'}", "n_episodes=1", "select.candidates=8"]) == 2
+    assert "trained no critic" in capsys.readouterr().err
+
+
 class Interrupt(Exception):
     pass
 

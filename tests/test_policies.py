@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlft.policies.backbones import ResidualMLP
+from rlft.policies.backbones import Mish, ResidualMLP
 from rlft.policies.chain import StdFloor
 from rlft.policies.encoders import random_shift
 from rlft.policies.heads import MeanFlow
@@ -100,7 +100,8 @@ def test_each_head_learns_two_modes(head):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert fixed_target_loss(policy, held_out) < 0.6 * before
+    # mean flow fits the r = t velocity measured here on half its batches only (P(t = r) = 0.5): ~0.6 at 1500 steps
+    assert fixed_target_loss(policy, held_out) < (0.7 if head == "meanflow" else 0.5) * before
     with torch.no_grad():
         # rectified flow needs many Euler steps on sharp modes; shortcut and mean flow are built for few
         steps = {"diffusion": 10, "flow": 20, "shortcut": 4, "meanflow": 1}[head]
@@ -296,3 +297,12 @@ def test_ema_follows_then_averages():
         model.weight.fill_(4.0)
     ema.update(model, 4)
     assert ema.model.weight.item() == 3.0
+
+
+def test_mish_matches_torch_in_value_gradient_and_jvp():
+    x = torch.linspace(-40, 40, 4001, dtype=torch.float64, requires_grad=True)  # both softplus branches (|x| > 20)
+    ours, theirs = Mish()(x), torch.nn.functional.mish(x)
+    assert torch.allclose(ours, theirs, atol=1e-12)
+    assert torch.allclose(*(torch.autograd.grad(y.sum(), x)[0] for y in (ours, theirs)), atol=1e-12)
+    v = torch.randn_like(x)
+    assert torch.allclose(torch.func.jvp(Mish(), (x.detach(),), (v,))[1], torch.func.jvp(torch.nn.functional.mish, (x.detach(),), (v,))[1], atol=1e-12)

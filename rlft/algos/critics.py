@@ -14,8 +14,10 @@ import copy
 import torch
 from torch import nn
 
+from rlft.policies.backbones import Mish
 
-def mlp(in_dim: int, out_dim: int, hidden: int = 256, depth: int = 3, activation: type[nn.Module] = nn.Mish, layer_norm: bool = False) -> nn.Sequential:
+
+def mlp(in_dim: int, out_dim: int, hidden: int = 256, depth: int = 3, activation: type[nn.Module] = Mish, layer_norm: bool = False) -> nn.Sequential:
     """``depth`` hidden layers of width ``hidden`` (Linear, LayerNorm if asked, activation), then a linear output."""
     layers: list[nn.Module] = []
     for _ in range(depth):
@@ -32,7 +34,7 @@ class TwinQ(nn.Module):
     (Mish by default, as DQL's; DSRL's are Tanh with LayerNorm).
     """
 
-    def __init__(self, state_dim: int, action_dim: int, hidden: int = 256, depth: int = 3, activation: type[nn.Module] = nn.Mish, layer_norm: bool = False):
+    def __init__(self, state_dim: int, action_dim: int, hidden: int = 256, depth: int = 3, activation: type[nn.Module] = Mish, layer_norm: bool = False):
         super().__init__()
         self.q = nn.ModuleList([mlp(state_dim + action_dim, 1, hidden, depth, activation, layer_norm) for _ in range(2)])
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)

@@ -218,19 +218,25 @@ def train_offline(cfg: DictConfig, run: Run, evaluate: Callable[[nn.Module, int]
     return acting(ema.model)
 
 
-def load_offline_policy(folder: Path, checkpoint: Path | None = None) -> nn.Module:
-    """What a dql / ofql run acts with: the EMA actor of the newest (or given) checkpoint, with the run's
-    Q selection among ``select.candidates`` samples (the actor alone when that is 1)."""
+def load_offline_policy(folder: Path, checkpoint: Path | None = None, candidates: int | None = None, rule: str | None = None) -> nn.Module:
+    """What a dql / ofql run acts with: the EMA actor of the newest (or given) checkpoint, with Q selection
+    among ``candidates`` samples by ``rule`` (the run's own ``algo.select`` where None; the actor alone for 1)."""
     from rlft.policies.policy import latest_checkpoint, load_policy, read_spec
     from rlft.runtime.run import CheckpointError, load_weights
 
     algo = read_spec(folder).get("meta", {}).get("algo_config")
     if algo is None:
         raise CheckpointError(f"{folder}/policy.json has no 'algo_config'; it was written by an older rlft, train the run again")
+    candidates = int(algo["select"]["candidates"] if candidates is None else candidates)
+    rule = algo["select"]["rule"] if rule is None else rule
+    if rule not in SELECT_RULES or candidates < 1:
+        raise ConfigError(f"select: rule must be one of {', '.join(SELECT_RULES)} and candidates >= 1 (got {rule}, {candidates})")
+    if candidates > 1 and not algo["eta"] and int(algo["select"]["candidates"]) == 1:
+        raise ConfigError(f"{folder} trained no critic (algo.eta=0 with one candidate: plain BC), so it has no Q to select by; use select.candidates=1")
     checkpoint = Path(checkpoint or latest_checkpoint(folder))
     actor = load_policy(folder, weights="ema", checkpoint=checkpoint)
-    if int(algo["select"]["candidates"]) == 1:
+    if candidates == 1:
         return actor
     critic = TwinQ(actor.encoder.out_dim, actor.horizon * actor.action_dim, int(algo["critic"]["hidden"]), int(algo["critic"]["depth"]))
     load_weights(checkpoint / "model.safetensors", {"critic": critic})
-    return QSelect(actor, critic.eval(), int(algo["select"]["candidates"]), algo["select"]["rule"]).eval()
+    return QSelect(actor, critic.eval(), candidates, rule).eval()

@@ -51,14 +51,21 @@ def steering_algo(folder: str | Path) -> str | None:
     return algo if algo in ONLINE and ONLINE[algo].loader else None
 
 
-def load_trained_policy(folder: str | Path, weights: str = "auto", checkpoint: Path | None = None) -> Any:
-    """What ``folder``'s run acts with (see the module docstring); ``weights=policy`` gives the raw trained policy."""
+def load_trained_policy(folder: str | Path, weights: str = "auto", checkpoint: Path | None = None, select: dict | None = None) -> Any:
+    """What ``folder``'s run acts with (see the module docstring); ``weights=policy`` gives the raw trained policy.
+    ``select`` ({"candidates": N, "rule": "max" | "softmax"}, None values = the run's own) changes an offline
+    run's Q selection; other runs refuse it."""
+    from rlft.config import ConfigError
     from rlft.policies.policy import load_policy, read_spec, resolve_policy
 
     meta = read_spec(folder).get("meta", {})
     algo, kind = meta.get("algo"), (meta.get("algo_config") or {}).get("kind")
-    if algo in ONLINE and ONLINE[algo].loader:
+    select = {k: v for k, v in (select or {}).items() if v is not None}
+    if algo in ONLINE and ONLINE[algo].loader and not select:
         return entry_point(ONLINE[algo].loader)(resolve_policy(folder), checkpoint)  # type: ignore[arg-type]
     if kind == "offline" and weights in ("auto", "ema"):
-        return entry_point(OFFLINE_LOADER)(resolve_policy(folder), checkpoint)
+        return entry_point(OFFLINE_LOADER)(resolve_policy(folder), checkpoint, select.get("candidates"), select.get("rule"))
+    if select:
+        what = f"weights={weights} (the raw actor)" if kind == "offline" else f"{folder} is a {algo or 'pretraining'} run"
+        raise ConfigError(f"select.* applies to the Q selection of dql / ofql runs only; {what}")
     return load_policy(folder, weights=weights, checkpoint=checkpoint)

@@ -17,6 +17,15 @@ import torch
 from torch import nn
 
 
+class Mish(nn.Module):
+    """Mish, x * tanh(softplus(x)), composed of elementwise ops: the same values as ``nn.Mish`` (to float
+    rounding), about twice as fast forward and backward as PyTorch's fused CPU kernel on 256-wide layers,
+    and differentiable in forward mode too (OFQL's JVP)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.tanh(nn.functional.softplus(x))
+
+
 class SinusoidalEmbedding(nn.Module):
     """[B] -> [B, dim] sin/cos features at geometrically spaced frequencies."""
 
@@ -40,7 +49,7 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         self.n_times = n_times
         self.sin = SinusoidalEmbedding(dim, scale)
-        self.mlp = nn.Sequential(nn.Linear(n_times * dim, 2 * dim), nn.Mish(), nn.Linear(2 * dim, out_dim))
+        self.mlp = nn.Sequential(nn.Linear(n_times * dim, 2 * dim), Mish(), nn.Linear(2 * dim, out_dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         if t.dim() == 1:
@@ -61,7 +70,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, width: int, layer_norm: bool = False):
         super().__init__()
         norm = (lambda: nn.LayerNorm(width)) if layer_norm else nn.Identity
-        self.body = nn.Sequential(norm(), nn.Mish(), nn.Linear(width, width), norm(), nn.Mish(), nn.Linear(width, width))
+        self.body = nn.Sequential(norm(), Mish(), nn.Linear(width, width), norm(), Mish(), nn.Linear(width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -98,8 +107,8 @@ class ResidualMLP(nn.Module):
             self.blocks = nn.Sequential(*[ResidualBlock(hidden, layer_norm) for _ in range((depth - 1) // 2)])
         else:
             norm = (lambda: nn.LayerNorm(hidden)) if layer_norm else nn.Identity
-            self.blocks = nn.Sequential(*[nn.Sequential(norm(), nn.Mish(), nn.Linear(hidden, hidden)) for _ in range(depth - 1)])
-        self.out = nn.Sequential(nn.Mish(), nn.Linear(hidden, horizon * action_dim))
+            self.blocks = nn.Sequential(*[nn.Sequential(norm(), Mish(), nn.Linear(hidden, hidden)) for _ in range(depth - 1)])
+        self.out = nn.Sequential(Mish(), nn.Linear(hidden, horizon * action_dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         _check_x(x, self.horizon, self.action_dim)
@@ -109,7 +118,7 @@ class ResidualMLP(nn.Module):
 
 class _Conv1dBlock(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, kernel: int, groups: int):
-        super().__init__(nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.GroupNorm(min(groups, c_out), c_out), nn.Mish())
+        super().__init__(nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.GroupNorm(min(groups, c_out), c_out), Mish())
 
 
 class _FiLMResBlock(nn.Module):
@@ -119,7 +128,7 @@ class _FiLMResBlock(nn.Module):
         super().__init__()
         self.conv1 = _Conv1dBlock(c_in, c_out, kernel, groups)
         self.conv2 = _Conv1dBlock(c_out, c_out, kernel, groups)
-        self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * c_out))
+        self.film = nn.Sequential(Mish(), nn.Linear(cond_dim, 2 * c_out))
         self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlft.policies.backbones import _TransformerLayer
+from rlft.policies.backbones import Mish, _TransformerLayer
 
 
 def is_image_shape(shape: Sequence[int]) -> bool:
@@ -31,7 +31,7 @@ class StateEncoder(nn.Module):
         dim = obs_horizon * sum(int(torch.tensor(obs_shapes[k]).prod()) for k in self.keys)
         layers: list[nn.Module] = []
         for width in hidden:
-            layers += [nn.Linear(dim, width), nn.Mish()]
+            layers += [nn.Linear(dim, width), Mish()]
             dim = width
         self.mlp = nn.Sequential(*layers)
         self.out_dim = dim
@@ -59,14 +59,15 @@ class _BasicBlock(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
             nn.GroupNorm(8, c_out),
-            nn.Mish(),
+            Mish(),
             nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
             nn.GroupNorm(8, c_out),
         )
         self.skip = nn.Identity() if stride == 1 and c_in == c_out else nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+        self.act = Mish()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.mish(self.body(x) + self.skip(x))
+        return self.act(self.body(x) + self.skip(x))
 
 
 class ResNetCNN(nn.Module):
@@ -74,7 +75,7 @@ class ResNetCNN(nn.Module):
 
     def __init__(self, features: int = 64, widths: Sequence[int] = (32, 64, 128)):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.GroupNorm(8, widths[0]), nn.Mish()]
+        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.GroupNorm(8, widths[0]), Mish()]
         prev = widths[0]
         for i, width in enumerate(widths):
             layers.append(_BasicBlock(prev, width, 1 if i == 0 else 2))

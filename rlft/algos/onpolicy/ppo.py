@@ -18,7 +18,7 @@ from torch import nn
 
 from rlft.algos.onpolicy.providers import Provider
 from rlft.algos.onpolicy.rollout import Rollout, compute_gae
-from rlft.policies.backbones import ResidualBlock
+from rlft.policies.backbones import Mish, ResidualBlock
 
 
 class Critic(nn.Module):
@@ -31,9 +31,9 @@ class Critic(nn.Module):
     def __init__(self, obs_dim: int, hidden: int = 256, depth: int = 3):
         super().__init__()
         self.inp = nn.Linear(obs_dim, hidden)
-        plain = [nn.Mish(), nn.Linear(hidden, hidden)] if depth % 2 == 0 else []
+        plain = [Mish(), nn.Linear(hidden, hidden)] if depth % 2 == 0 else []
         self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range((depth - 1) // 2)], *plain)
-        self.out = nn.Sequential(nn.Mish(), nn.Linear(hidden, 1))
+        self.out = nn.Sequential(Mish(), nn.Linear(hidden, 1))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.out(self.blocks(self.inp(obs))).squeeze(-1)

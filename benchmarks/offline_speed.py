@@ -37,10 +37,12 @@ def actions_per_s(agent: QSelect, obs: torch.Tensor, seconds: float) -> float:
 def main(seconds: float) -> None:
     torch.set_num_threads(1)
     store = EpisodeStore("hopper-v5-medium")
-    for algo, candidates in (("dql", 50), ("dql", 1), ("ofql", 1), ("ofql", 50)):
+    # (algo, candidates): None = the config's default (DQL 50, OFQL 20); all softmax Q selection
+    for algo, candidates in (("dql", None), ("dql", 1), ("ofql", None), ("ofql", 1), ("ofql", 50)):
         cfg = compose("offline", [f"algo={algo}"]).algo
         actor = policy_from_store(cfg.policy, store).eval()
         critic = TwinQ(actor.encoder.out_dim, actor.action_dim, cfg.critic.hidden, cfg.critic.depth)
+        candidates = candidates or int(cfg.select.candidates)
         agent = QSelect(actor, critic, candidates, cfg.select.rule).eval()
         rates = {f"batch_{b}": round(actions_per_s(agent, torch.randn(b, 11), seconds), 1) for b in (1, 64)}
         print(json.dumps({"algo": algo, "candidates": candidates, "rule": cfg.select.rule, **rates, "load": os.getloadavg()[0]}), flush=True)

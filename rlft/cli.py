@@ -296,7 +296,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         score = f", normalized score {result['normalized_score']:.1f}" if result["normalized_score"] is not None else ""
         video_note = f"; video: {result['video']}" if "video" in result else ""
-        print(f"{folder}: return {result['return_mean']:.1f} +- {result['return_std']:.1f} over {result['episodes']} episodes{score}{video_note}")
+        select = f" (Q selection among {result['select']['candidates']}, {result['select']['rule']})" if "select" in result else ""
+        print(f"{folder}: return {result['return_mean']:.1f} +- {result['return_std']:.1f} over {result['episodes']} episodes{select}{score}{video_note}")
     return 0
 
 

@@ -205,6 +205,8 @@ def test_eval_changes_q_selection_of_offline_runs_only(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["select"] == {"candidates": 8, "rule": "max"}
     assert main(["eval", f"run={run}", "n_episodes=1", "select.candidates=1", "--json"]) == 0
     assert "select" not in json.loads(capsys.readouterr().out)  # the one-step actor alone
+    assert main(["eval", f"run={run}", "n_episodes=1", "select.candidates=3"]) == 0
+    assert "episodes (Q selection among 3, softmax)" in capsys.readouterr().out  # the run's own rule
     for bad, message in [
         (["select.candidates=0"], "candidates >= 1"),
         (["select.rule=best"], "rule must be one of"),

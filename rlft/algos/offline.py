@@ -57,8 +57,18 @@ def validate(cfg: DictConfig) -> None:
             f"offline RL learns Q over single actions: set algo.policy.horizon=1 and algo.policy.act_steps=1 (got {algo.policy.horizon}, "
             f"{algo.policy.act_steps})"
         )
-    if algo.select.rule not in SELECT_RULES or algo.select.candidates < 1:
-        raise ConfigError(f"algo.select: rule must be one of {', '.join(SELECT_RULES)} and candidates >= 1 (got {algo.select.rule}, {algo.select.candidates})")
+    check_select(int(algo.select.candidates), algo.select.rule, "algo.select")
+
+
+def check_select(candidates: int, rule: str, where: str) -> None:
+    """A usable Q selection (else a one-line ConfigError naming ``where`` it was set)."""
+    if rule not in SELECT_RULES or candidates < 1:
+        raise ConfigError(f"{where}: rule must be one of {', '.join(SELECT_RULES)} and candidates >= 1 (got {rule}, {candidates})")
+
+
+def learns_critic(algo: Mapping[str, Any]) -> bool:
+    """Whether an offline algo config trains a critic: pure BC (eta 0, one candidate) needs none."""
+    return bool(algo["eta"]) or int(algo["select"]["candidates"]) > 1
 
 
 def check_transitions(cfg: DictConfig) -> None:
@@ -146,7 +156,7 @@ def train_offline(cfg: DictConfig, run: Run, evaluate: Callable[[nn.Module, int]
     obs_keys = list(algo.policy.obs_keys)
     grad_clip = float(algo.grad_clip) if algo.grad_clip else float("inf")
     eval_every = int(cfg.eval.every) if evaluate is not None else 0
-    learn_q = bool(algo.eta) or int(algo.select.candidates) > 1  # pure BC (eta 0, one candidate) needs no critic
+    learn_q = learns_critic(algo)
     clock = {"t": time.perf_counter()}
 
     def acting(model: Policy) -> QSelect:
@@ -229,9 +239,8 @@ def load_offline_policy(folder: Path, checkpoint: Path | None = None, candidates
         raise CheckpointError(f"{folder}/policy.json has no 'algo_config'; it was written by an older rlft, train the run again")
     candidates = int(algo["select"]["candidates"] if candidates is None else candidates)
     rule = algo["select"]["rule"] if rule is None else rule
-    if rule not in SELECT_RULES or candidates < 1:
-        raise ConfigError(f"select: rule must be one of {', '.join(SELECT_RULES)} and candidates >= 1 (got {rule}, {candidates})")
-    if candidates > 1 and not algo["eta"] and int(algo["select"]["candidates"]) == 1:
+    check_select(candidates, rule, "select")
+    if candidates > 1 and not learns_critic(algo):
         raise ConfigError(f"{folder} trained no critic (algo.eta=0 with one candidate: plain BC), so it has no Q to select by; use select.candidates=1")
     checkpoint = Path(checkpoint or latest_checkpoint(folder))
     actor = load_policy(folder, weights="ema", checkpoint=checkpoint)

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from rlft.config import compose, to_yaml
-from rlft.policies.policy import latest_checkpoint
-from rlft.runtime.io import atomic_write_text
+from rlft.io import atomic_write_text
+from rlft.runtime.checkpoint import latest_checkpoint
 
 
 def main(argv: list[str]) -> None:

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from rlft.config import CONFIG_DIR
-from rlft.policies.policy import Policy, save_policy
+from rlft.paths import CONFIG_DIR
+from rlft.policies.policy import Policy
+from rlft.runtime.checkpoint import save_policy
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from rlft.policies.policy import POLICIES_DIR, load_policy, read_spec, save_policy
+from rlft.runtime.checkpoint import POLICIES_DIR, load_policy, read_spec, save_policy
 from rlft.runtime.evaluate import evaluate
 
 

@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence
 from omegaconf import DictConfig
 
 from rlft import __version__
-from rlft.config import CONFIG_DIR, ConfigError, commands, compose, groups, to_yaml
+from rlft.config import CONFIG_DIR, commands, compose, groups, to_yaml
+from rlft.errors import ConfigError, RlftError, StopRequested
 
 OVERRIDE_HELP = "config overrides: group=option (see `rlft info`) or dotted key.sub=value"
 
@@ -72,20 +73,26 @@ def _start_run(
 
 # ---- info ------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    from rlft.datasets.store import ASSETS_DIR
+    from rlft.algos.registry import ALGOS, COMMAND_KIND
+    from rlft.paths import DATASETS_DIR
 
     info = {
         "version": __version__,
         "config_dir": str(CONFIG_DIR),
         "commands": commands(),
+        "algorithms": {name: {"kind": spec.kind, "summary": spec.summary} for name, spec in ALGOS.items()},
         "groups": groups(),
-        "shipped_datasets": sorted(p.name.removesuffix(".zarr.zip") for p in ASSETS_DIR.glob("*.zarr.zip")) if ASSETS_DIR.is_dir() else [],
+        "shipped_datasets": sorted(p.name.removesuffix(".zarr.zip") for p in DATASETS_DIR.glob("*.zarr.zip")) if DATASETS_DIR.is_dir() else [],
     }
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     print(f"rlft {info['version']}  (configs: {info['config_dir']})")
     print(f"commands with configs: {', '.join(info['commands'])}")
+    print("algorithms (algo=<name>):")
+    for command, kind in COMMAND_KIND.items():
+        for name in sorted(n for n, a in info["algorithms"].items() if a["kind"] == kind):
+            print(f"  {command:<9} {name:<9} {info['algorithms'][name]['summary']}")
     print("config groups (choose with group=option):")
     for g, opts in info["groups"].items():
         print(f"  {g:<10} {', '.join(opts)}")
@@ -145,91 +152,24 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- pretrain --------------------------------------------------------------------------------
-def _check_data(cfg: DictConfig) -> None:
-    """The dataset exists, holds the policy's keys and was recorded in the chosen env."""
-    from rlft.datasets.store import EpisodeStore
+# ---- pretrain, finetune, offline -----------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    """``rlft pretrain | finetune | offline``: the registry's algorithm of that kind trains one run."""
+    from rlft.algos.registry import COMMAND_KIND, entry_point, get
 
-    store = EpisodeStore(cfg.data.path)
-    missing = [k for k in (*cfg.policy.obs_keys, "action") if k not in store]
-    if missing:
-        raise ConfigError(
-            f"policy {cfg.policy.name} needs key(s) {', '.join(missing)} but {store.path} has {', '.join(sorted(store.keys))}; set policy.obs_keys"
-        )
-    if cfg.data.get("env") and cfg.data.env != cfg.env.name:
-        raise ConfigError(f"data {cfg.data.path} was recorded in '{cfg.data.env}' but env={cfg.env.name}; choose env={cfg.data.env}")
+    kind = COMMAND_KIND[args.command]
 
+    def check(cfg: DictConfig) -> None:
+        get(cfg.algo.name if "algo" in cfg else "bc", kind).checker()(cfg)
 
-def _train(command: str, args: argparse.Namespace, validate: Callable[[DictConfig], None], train: Callable[..., Any]) -> int:
-    """Start the run, call ``train(cfg, run, evaluate)`` with the run's evaluator (if eval.episodes), print the run."""
     # Evaluation reads the trained weights only, so a resumed run may evaluate differently.
-    started = _start_run(command, args, validate, may_change=("eval",))
+    started = _start_run(args.command, args, check, may_change=("eval",))
     if started is None:
         return 0
     cfg, run = started
-    evaluate = None
-    if cfg.eval.episodes > 0:
-        from rlft.runtime.evaluate import policy_evaluator
-
-        evaluate = policy_evaluator(cfg, run)
-    train(cfg, run, evaluate)
-    print(json.dumps({"run": str(run.folder), "steps": int(cfg.train.steps)}))
-    return 0
-
-
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from rlft.algos.pretrain import pretrain
-
-    return _train("pretrain", args, _check_data, pretrain)
-
-
-# ---- offline --------------------------------------------------------------------------------
-def _check_offline(cfg: DictConfig) -> None:
-    from omegaconf import OmegaConf
-
-    from rlft.algos.offline import check_transitions, validate
-
-    validate(cfg)
-    _check_data(OmegaConf.create({"policy": cfg.algo.policy, "data": cfg.data, "env": cfg.env}))
-    check_transitions(cfg)
-
-
-def cmd_offline(args: argparse.Namespace) -> int:
-    from rlft.algos.offline import train_offline
-
-    return _train("offline", args, _check_offline, train_offline)
-
-
-# ---- finetune ---------------------------------------------------------------------------------
-def _check_finetune(cfg: DictConfig) -> None:
-    """An online algo, a base policy that exists and suits it; fills in the default base."""
-    from pathlib import Path
-
-    from rlft.algos.registry import ONLINE
-    from rlft.policies.policy import read_spec
-
-    if cfg.algo.get("kind") != "online" or cfg.algo.name not in ONLINE:
-        raise ConfigError(f"algo={cfg.algo.name} is not an online fine-tuning algorithm; choose algo={' or algo='.join(ONLINE)}")
-    if cfg.base is None:
-        cfg.base = f"{Path(str(cfg.data.path)).name.removesuffix('.zarr.zip')}-{cfg.algo.policy}"
-    try:
-        head = read_spec(cfg.base)["policy"]["head"]["type"]
-    except FileNotFoundError as e:
-        raise ConfigError(f"base={cfg.base}: {e}") from None
-    wanted = ONLINE[cfg.algo.name].heads
-    if head not in wanted:
-        raise ConfigError(f"algo={cfg.algo.name} fine-tunes {' or '.join(wanted)} policies; base {cfg.base} is a {head} policy")
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from rlft.algos.registry import ONLINE, entry_point
-
-    started = _start_run("finetune", args, _check_finetune, may_change=("eval",))
-    if started is None:
-        return 0
-    cfg, run = started
-    entry_point(ONLINE[cfg.algo.name].train)(cfg, run)
-    print(json.dumps({"run": str(run.folder), "plot": str(run.folder / "learning_curve.png")}))
+    entry_point(get(cfg.algo.name if "algo" in cfg else "bc").train)(cfg, run)
+    summary = {"plot": str(run.folder / "learning_curve.png")} if kind == "online" else {"steps": int(cfg.train.steps)}
+    print(json.dumps({"run": str(run.folder), **summary}))
     return 0
 
 
@@ -252,9 +192,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     import torch
 
-    from rlft.algos.registry import load_trained_policy
+    from rlft.algos.registry import LoadOptions, load_acting_policy
     from rlft.export.exporter import ExportedPolicy, is_exported
-    from rlft.policies.policy import POLICIES_DIR, read_spec, resolve_policy
+    from rlft.runtime.checkpoint import is_shipped, read_spec, resolve_policy
     from rlft.runtime.evaluate import evaluate
     from rlft.runtime.seeding import set_threads
 
@@ -266,15 +206,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ConfigError(f"select.*: {folder} is an exported controller, which acts as exported; evaluate the run folder to change its Q selection")
         if cfg.steps not in (None, policy.steps):
             raise ConfigError(f"steps={cfg.steps}: {folder} was exported with {policy.steps} sampling steps; export again with steps={cfg.steps}")
-        meta, folder, default_steps = policy.controller.meta["source"].get("meta", {}), policy.controller.folder, policy.steps
+        meta, folder = policy.controller.meta["source"].get("meta", {}), policy.controller.folder
     else:
         meta = read_spec(folder).get("meta", {})
         checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else None
-        policy = load_trained_policy(folder, weights=cfg.weights, checkpoint=checkpoint, select=dict(cfg.select)).to(torch.device(cfg.device))
-        default_steps = getattr(policy, "steps", None) or policy.head.steps  # a steered policy's own base steps
+        options = LoadOptions(cfg.weights, cfg.select.candidates, cfg.select.rule)
+        policy = load_acting_policy(folder, checkpoint, options).to(torch.device(cfg.device))
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
     # videos go into the run folder; a shipped policy's go to ./videos (the package stays untouched)
-    video_dir = Path("videos") / folder.name if folder.resolve().is_relative_to(POLICIES_DIR) else folder / "videos"
+    video_dir = Path("videos") / folder.name if is_shipped(folder) else folder / "videos"
     video = video_dir / f"eval-seed{cfg.seed}.mp4" if args.video else None
     result = evaluate(
         policy,
@@ -288,8 +228,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         video=video,
         stochastic=False if cfg.sampler == "deterministic" else None,
     )
-    result = {"run": str(folder), "env": meta["env"], "steps": cfg.steps or default_steps, **result}
-    if hasattr(policy, "candidates"):  # an offline run's Q selection
+    result = {"run": str(folder), "env": meta["env"], "steps": cfg.steps or policy.default_steps, **result}
+    from rlft.algos.offline import QSelect
+
+    if isinstance(policy, QSelect):  # an offline run's Q selection
         result["select"] = {"candidates": policy.candidates, "rule": policy.rule}
     if args.json:
         print(json.dumps(result))
@@ -393,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         "EMA weights; evaluate it in the env at the end (eval.episodes, 0 = skip).\n\n"
         "example: rlft pretrain policy=flow_mlp env=hopper data=hopper_medium train.steps=20000",
     )
-    p.set_defaults(func=cmd_pretrain)
+    p.set_defaults(func=cmd_train)
 
     p = _add_config_command(
         sub,
@@ -405,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         "shipped policy pretrained on data=<name> with the algo's preset).\n\n"
         "example: rlft finetune algo=reinflow env=hopper train.iterations=50",
     )
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_train)
 
     p = _add_config_command(
         sub,
@@ -415,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate the final EMA actor in the env (eval.episodes, 0 = skip).\n\n"
         "example: rlft offline algo=ofql data=hopper_medium train.steps=20000",
     )
-    p.set_defaults(func=cmd_offline)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "eval",
@@ -468,18 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from rlft.datasets.store import DatasetError
-    from rlft.export import ExportError
-    from rlft.runtime.run import CheckpointError
-    from rlft.runtime.trainer import StopRequested
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as e:
+    except RlftError as e:
         print(f"rlft: error: {e}", file=sys.stderr)
-        return 2
-    except (DatasetError, CheckpointError, ExportError, FileNotFoundError) as e:
+        return e.exit_code
+    except FileNotFoundError as e:
         print(f"rlft: error: {e}", file=sys.stderr)
         return 1
     except StopRequested as e:

@@ -17,13 +17,8 @@ from typing import Any, Iterable
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-_PKG = Path(__file__).resolve().parent
-# The wheel ships configs/ as rlft/configs; a source checkout keeps it at the repository root.
-CONFIG_DIR = _PKG / "configs" if (_PKG / "configs").is_dir() else _PKG.parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration problem that the user can fix; the message is one line."""
+from rlft.errors import ConfigError
+from rlft.paths import CONFIG_DIR
 
 
 def groups(config_dir: Path = CONFIG_DIR) -> dict[str, list[str]]:

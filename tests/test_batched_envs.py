@@ -10,9 +10,9 @@ from gymnasium.utils.env_checker import check_env
 
 import rlft.envs
 from rlft.cli import main
-from rlft.config import ConfigError
 from rlft.envs.registry import env_id
 from rlft.envs.wrappers import ActionChunk, ObsHistory, SingleEnv
+from rlft.errors import ConfigError
 
 
 def gym_vector(name, n_envs, **kwargs):

@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from rlft.cli import main
-from rlft.config import ConfigError, compose, groups
+from rlft.config import compose, groups
+from rlft.errors import ConfigError
 
 
 def test_compose_defaults_and_overrides():

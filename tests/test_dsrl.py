@@ -11,7 +11,7 @@ from rlft.algos.dsrl_na import NoiseActor, TensorReplay
 from rlft.cli import main
 from rlft.envs import make
 from rlft.envs.wrappers import ActionChunk, ObsHistory
-from rlft.policies.policy import load_policy
+from rlft.runtime.checkpoint import load_policy
 from rlft.runtime.evaluate import evaluate
 from rlft.runtime.run import read_metrics
 

@@ -2,8 +2,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rlft.config import ConfigError
 from rlft.envs.registry import env_config, env_id, make_vector, normalized_score
+from rlft.errors import ConfigError
 
 
 @pytest.mark.parametrize("name, gid", [("hopper", "Hopper-v5"), ("walker2d", "Walker2d-v5"), ("halfcheetah", "HalfCheetah-v5"), ("ant", "Ant-v5")])

@@ -11,10 +11,11 @@ import torch
 from test_policies import BACKBONES, HEADS, stats_for
 
 from rlft.cli import main
-from rlft.export import ExportError
+from rlft.errors import ExportError
 from rlft.export.controller import Controller
 from rlft.export.exporter import export_policy, random_inputs
-from rlft.policies.policy import Policy, save_policy
+from rlft.policies.policy import Policy
+from rlft.runtime.checkpoint import save_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -235,7 +236,7 @@ def test_cli_export_then_eval_gives_the_pytorch_return(hopper_policy, tmp_path, 
 
 def test_default_output_folders(hopper_policy):
     from rlft.export.exporter import default_out
-    from rlft.policies.policy import resolve_policy
+    from rlft.runtime.checkpoint import resolve_policy
 
     assert default_out(hopper_policy, "onnx", 3) == hopper_policy / "export" / "onnx-3steps"
     shipped = resolve_policy("hopper-v5-medium-flow_mlp")

@@ -11,9 +11,11 @@ from rlft.algos import offline
 from rlft.algos.critics import TwinQ, expectile_loss
 from rlft.cli import main
 from rlft.config import compose
-from rlft.datasets.store import DatasetError, EpisodeStore, merge_stores, write_episodes
+from rlft.datasets.store import EpisodeStore, merge_stores, write_episodes
 from rlft.datasets.transitions import TransitionSampler
-from rlft.policies.policy import Policy, load_policy
+from rlft.errors import DatasetError
+from rlft.policies.policy import Policy
+from rlft.runtime.checkpoint import load_policy
 from rlft.runtime.run import read_metrics
 
 
@@ -186,15 +188,15 @@ def test_offline_cli_writes_a_complete_run(tmp_path, capsys):
     assert rows[-1]["eval/episodes"] == 2 and "eval/normalized_score" in rows[-1]
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step_000000020", "step_000000040"]
     # rlft eval runs what the run acts with: the EMA actor with its Q selection among 4 candidates
-    from rlft.algos.registry import load_trained_policy
+    from rlft.algos.registry import LoadOptions, load_acting_policy
     from rlft.runtime.evaluate import evaluate
 
-    acting = load_trained_policy(run)
+    acting = load_acting_policy(run)
     assert isinstance(acting, offline.QSelect) and acting.candidates == 4
     assert main(["eval", f"run={run}", "n_episodes=2", "seed=3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 5 and result["return_mean"] == evaluate(acting, "hopper", 2, seed=3)["return_mean"]
-    assert not isinstance(load_trained_policy(run, weights="policy"), offline.QSelect)  # the raw actor
+    assert not isinstance(load_acting_policy(run, options=LoadOptions(weights="policy")), offline.QSelect)  # the raw actor
 
 
 def test_eval_changes_q_selection_of_offline_runs_only(tmp_path, capsys):
@@ -210,7 +212,7 @@ def test_eval_changes_q_selection_of_offline_runs_only(tmp_path, capsys):
     for bad, message in [
         (["select.candidates=0"], "candidates >= 1"),
         (["select.rule=best"], "rule must be one of"),
-        (["weights=policy", "select.candidates=8"], "dql / ofql runs only; weights=policy"),
+        (["weights=policy", "select.candidates=8"], "EMA actor; weights=policy is the raw actor"),
     ]:
         assert main(["eval", f"run={run}", "n_episodes=1", *bad]) == 2
         err = capsys.readouterr().err
@@ -250,9 +252,9 @@ def test_offline_resume_is_exact(tmp_path, monkeypatch):
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
-    assert main(["offline", "algo.kind=online", f"run.dir={tmp_path}"]) == 2
+    assert main(["offline", "algo=dppo", f"run.dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
-    assert "not an offline algorithm" in err and "algo=dql or ofql" in err and err.count("\n") == 1
+    assert "not an offline algorithm" in err and "algo=dql or algo=ofql" in err and err.count("\n") == 1
     assert main(["offline", "algo.policy.horizon=4", f"run.dir={tmp_path}"]) == 2
     assert "horizon=1" in capsys.readouterr().err
     assert main(["offline", "algo.select.rule=best", f"run.dir={tmp_path}"]) == 2

@@ -10,7 +10,8 @@ from rlft.policies.backbones import Mish, ResidualMLP
 from rlft.policies.chain import StdFloor
 from rlft.policies.encoders import random_shift
 from rlft.policies.heads import MeanFlow
-from rlft.policies.policy import Policy, load_policy, save_policy, write_spec
+from rlft.policies.policy import Policy
+from rlft.runtime.checkpoint import load_policy, save_policy, write_spec
 
 HEADS = {
     "diffusion": {"type": "diffusion", "train_steps": 10, "steps": 10, "schedule": "cosine", "eta": 1.0},

@@ -91,7 +91,7 @@ def test_pretrain_image_policy_on_camera_data(tmp_path, capsys):
     """The image preset trains end to end on a store with a uint8 camera key and proprioception."""
     from conftest import make_episodes
     from rlft.datasets.store import write_episodes
-    from rlft.policies.policy import load_policy
+    from rlft.runtime.checkpoint import load_policy
 
     data, ends = make_episodes([30, 30], obs_dim=11, act_dim=3)
     data["agentview_image"] = np.random.default_rng(0).integers(0, 256, size=(60, 24, 24, 3), dtype=np.uint8)

@@ -9,7 +9,8 @@ import pytest
 
 from rlft.cli import main
 from rlft.datasets.readers import import_dataset
-from rlft.datasets.store import DatasetError, EpisodeStore
+from rlft.datasets.store import EpisodeStore
+from rlft.errors import DatasetError
 
 
 def write_d4rl(path, n=25, cut=None):

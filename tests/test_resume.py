@@ -8,12 +8,12 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import make_episodes
-from rlft.config import ConfigError
 from rlft.datasets.sampler import WindowSampler
 from rlft.datasets.store import EpisodeStore, write_episodes
+from rlft.errors import ConfigError, StopRequested
 from rlft.runtime.run import Run, read_metrics
 from rlft.runtime.seeding import seed_everything
-from rlft.runtime.trainer import StopRequested, fit
+from rlft.runtime.trainer import fit
 
 
 class Interrupt(Exception):

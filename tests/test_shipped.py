@@ -8,7 +8,8 @@ import pytest
 
 from rlft.cli import main
 from rlft.datasets.collect import ExpertPolicy
-from rlft.datasets.store import ASSETS_DIR, EpisodeStore
+from rlft.datasets.store import EpisodeStore
+from rlft.paths import DATASETS_DIR as ASSETS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +58,7 @@ def readme_policy_rows() -> list[list[str]]:
 def test_shipped_policies_are_the_readme_ones_and_load():
     import torch
 
-    from rlft.policies.policy import POLICIES_DIR, load_policy, read_spec
+    from rlft.runtime.checkpoint import POLICIES_DIR, load_policy, read_spec
 
     rows = readme_policy_rows()
     shipped = sorted(d.name for d in POLICIES_DIR.iterdir() if d.is_dir())

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import make_episodes
 from rlft.cli import main
-from rlft.datasets.store import DatasetError, EpisodeStore, write_episodes
+from rlft.datasets.store import EpisodeStore, write_episodes
+from rlft.errors import DatasetError
 
 
 @pytest.mark.parametrize("name", ["s.zarr", "s.zarr.zip"])
@@ -109,7 +110,7 @@ def test_opens_diffusion_policy_zarr_v2_layout(tmp_path):
 def test_atomic_writes_use_normal_permissions(tmp_path):
     import os
 
-    from rlft.runtime.io import atomic_write_text
+    from rlft.io import atomic_write_text
 
     atomic_write_text(tmp_path / "a.txt", "x")
     data, ends = make_episodes([3])
@@ -121,7 +122,7 @@ def test_atomic_writes_use_normal_permissions(tmp_path):
     # files a library creates 0600 inside an atomic folder (safetensors does) get normal permissions too
     from safetensors.torch import save_file
 
-    from rlft.runtime.io import atomic_write_dir
+    from rlft.io import atomic_write_dir
 
     atomic_write_dir(tmp_path / "ckpt", lambda d: save_file({"w": __import__("torch").zeros(1)}, str(d / "w.safetensors")))
     assert (tmp_path / "ckpt" / "w.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -18,24 +18,25 @@ to the bound) fill the replay buffer.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from rlft.algos.dsrl_na import NoiseActor, NoiseAliasedSAC
+from rlft.algos.online import run_online
+from rlft.algos.registry import LoadOptions
 from rlft.envs import make
 from rlft.envs.wrappers import ActionChunk, ObsHistory
-from rlft.policies.policy import Policy, load_policy, read_spec, write_spec
-from rlft.runtime.plots import plot_metrics
-from rlft.runtime.run import CheckpointError, Run, load_weights
-from rlft.runtime.seeding import seed_everything
-from rlft.runtime.trainer import fit
+from rlft.errors import CheckpointError, ConfigError
+from rlft.policies.policy import Policy
+from rlft.runtime.checkpoint import latest_checkpoint, load_weights, read_spec
+from rlft.runtime.run import Run
 
 
 class LatentNoiseVecEnv(VecEnv):
@@ -155,7 +156,22 @@ class SteeredPolicy(nn.Module):
         super().__init__()
         self.base, self.actor, self.bound, self.steps = base, actor, float(bound), steps
         self.obs_horizon, self.act_steps, self.horizon = base.obs_horizon, base.act_steps, base.horizon
-        self.action_norm, self.head = base.action_norm, base.head
+
+    def train(self, mode: bool = True) -> "SteeredPolicy":
+        super().train(mode)
+        self.base.eval()
+        return self
+
+    @property
+    def default_steps(self) -> int:
+        return self.steps or self.base.default_steps
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """No memory across chunks."""
 
     @torch.no_grad()
     def noise(self, obs: torch.Tensor, stochastic: bool = False) -> torch.Tensor:
@@ -326,70 +342,55 @@ def warm_up(venv: LatentNoiseVecEnv, learner: Any, n_steps: int) -> None:
 
 
 # ---- the run --------------------------------------------------------------------------------------------
+class SteeringLearner:
+    """The :class:`~rlft.algos.online.OnlineLearner` of DSRL and DSRL-NA: SAC over the noise of a frozen base.
+
+    One iteration = ``train.n_steps`` chunk steps of every sub-env with the learner's gradient steps;
+    the first also runs the warm-up. The run saves the frozen base as its ``policy``.
+    """
+
+    def __init__(self, cfg: DictConfig, base: Policy, rng: np.random.Generator, device: torch.device):
+        algo = cfg.algo
+        self.cfg, self.policy = cfg, base
+        self.venv = LatentNoiseVecEnv(cfg.env.name, int(cfg.train.n_envs), base, float(algo.bound), float(algo.gamma), algo.steps, cfg.train.backend)
+        self.venv.seed(int(cfg.seed))
+        self.learner = SB3SAC(self.venv, algo, int(cfg.seed), device) if algo.name == "dsrl" else NoiseAliasedSAC(self.venv, algo)
+        self.steered = SteeredPolicy(base, self.learner.actor, float(algo.bound), algo.steps)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return self.learner.modules()
+
+    def optimizers(self) -> dict[str, Any]:
+        return self.learner.optimizers()
+
+    def iteration(self, itr: int) -> tuple[dict[str, float], int, list[dict[str, Any]]]:
+        metrics: dict[str, float] = {}
+        warmup = int(self.cfg.algo.warmup_steps)
+        if itr == 1 and warmup:
+            warm_up(self.venv, self.learner, warmup)
+            metrics["warmup_env_steps"] = self.venv.env_steps
+        metrics |= self.learner.run(int(self.cfg.train.n_steps))
+        episodes = self.venv.pop_episodes()
+        return metrics, self.venv.take_env_steps(), episodes
+
+    def acting_policy(self) -> SteeredPolicy:
+        return self.steered
+
+    def close(self) -> None:
+        self.venv.close()
+
+
 def finetune_dsrl(cfg: DictConfig, run: Run) -> SteeredPolicy:
     """``rlft finetune algo=dsrl|dsrl_na``: steer ``cfg.base`` in ``cfg.env``; returns the steered policy."""
-    from rlft.algos.dsrl_na import NoiseAliasedSAC
-    from rlft.algos.onpolicy.finetune import Progress
-    from rlft.runtime.evaluate import evaluate
-
-    rng = seed_everything(cfg.seed)
-    device = torch.device(cfg.device)
-    algo = cfg.algo
-    base = load_policy(cfg.base).to(device)
-    venv = LatentNoiseVecEnv(cfg.env.name, int(cfg.train.n_envs), base, float(algo.bound), float(algo.gamma), algo.steps, cfg.train.backend)
-    venv.seed(int(cfg.seed))
-    learner = SB3SAC(venv, algo, int(cfg.seed), device) if algo.name == "dsrl" else NoiseAliasedSAC(venv, algo)
-    steered = SteeredPolicy(base, learner.actor, float(algo.bound), algo.steps)
-    progress = Progress()
-    source = f"rlft finetune algo={algo.name}, run {run.folder}"
-    algo_config = OmegaConf.to_container(algo, resolve=True)  # what rebuilds the steered policy
-    meta = read_spec(cfg.base).get("meta", {}) | {"env": cfg.env.name, "algo": algo.name, "source": source, "base": str(cfg.base), "algo_config": algo_config}
-    write_spec(run.folder, base, meta)
-    refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
-    n_iters = int(cfg.train.iterations)
-    modules = {"policy": base, **learner.modules(), "progress": progress}
-
-    def iteration(itr: int) -> dict[str, Any]:
-        start = time.perf_counter()
-        metrics: dict[str, Any] = {}
-        if itr == 1 and int(algo.warmup_steps):
-            warm_up(venv, learner, int(algo.warmup_steps))
-            metrics["warmup_env_steps"] = venv.env_steps
-        metrics |= learner.run(int(cfg.train.n_steps))
-        episodes = venv.pop_episodes()
-        steps = venv.take_env_steps()
-        progress.env_steps += steps
-        progress.seconds += time.perf_counter() - start
-        metrics |= {"env_steps": int(progress.env_steps), "time_s": float(progress.seconds), "env_steps_per_s": steps / (time.perf_counter() - start)}
-        if episodes:
-            metrics["train/return_mean"] = sum(e["return"] for e in episodes) / len(episodes)
-            metrics["train/episodes"] = len(episodes)
-        if cfg.eval.episodes and (itr % int(cfg.eval.every) == 0 or itr == n_iters or itr == 1):
-            result = evaluate(steered, cfg.env.name, int(cfg.eval.episodes), int(cfg.eval.seed), backend=cfg.train.backend, refs=refs)
-            metrics |= {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
-        return metrics
-
-    fit(
-        run,
-        iteration,
-        n_iters,
-        modules=modules,
-        optimizers=learner.optimizers(),
-        generators={"data": rng},
-        log_every=1,
-        checkpoint_every=int(cfg.train.checkpoint_every),
-        desc=f"finetune {algo.name}",
-    )
-    venv.close()
-    plot_metrics(run.folder, ["train/return_mean", "eval/return_mean"], run.folder / "learning_curve.png")
-    return steered
+    return run_online(cfg, run, SteeringLearner)  # type: ignore[return-value]
 
 
-def load_steered_policy(folder: Path, checkpoint: Path | None = None) -> SteeredPolicy:
+def load_steered_policy(folder: Path, checkpoint: Path | None = None, options: LoadOptions = LoadOptions()) -> SteeredPolicy:
     """The steered policy of a ``dsrl`` / ``dsrl_na`` run folder (newest checkpoint unless given); no pickle."""
-    from rlft.algos.dsrl_na import NoiseActor
-    from rlft.policies.policy import latest_checkpoint
-
+    if options.selects or options.weights not in ("auto", "policy"):
+        raise ConfigError(
+            f"{folder} is a {read_spec(folder)['meta']['algo']} run: it acts with its noise actor over the frozen base (no EMA weights, no Q selection)"
+        )
     spec = read_spec(folder)
     steering = spec.get("meta", {}).get("algo_config")
     if steering is None:
@@ -403,6 +404,6 @@ def load_steered_policy(folder: Path, checkpoint: Path | None = None) -> Steered
     else:
         holder = NoiseActor(obs_dim, noise_dim, int(steering["hidden"]), int(steering["depth"]), bool(steering["layer_norm"]), float(steering["log_std_init"]))
         name = "actor"
-    load_weights(Path(checkpoint or latest_checkpoint(Path(folder))) / "model.safetensors", {"policy": base, name: holder})
+    load_weights(Path(checkpoint or latest_checkpoint(Path(folder))), {"policy": base, name: holder})
     actor = holder.actor if name == "sac" else holder
     return SteeredPolicy(base.eval(), actor.eval(), float(steering["bound"]), steering["steps"]).eval()

@@ -17,7 +17,7 @@ critic steps (DSRL's schedule). The replay holds raw observations, so the base c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,7 +25,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from rlft.algos.critics import TwinQ, mlp
-from rlft.algos.dsrl import LatentNoiseVecEnv
+
+if TYPE_CHECKING:  # dsrl.py builds this learner; the import goes one way
+    from rlft.algos.dsrl import LatentNoiseVecEnv
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 

@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from rlft.algos.critics import TwinQ
-from rlft.algos.pretrain import policy_meta
-from rlft.config import CONFIG_DIR, ConfigError
+from rlft.algos.pretrain import check_data, policy_meta
+from rlft.algos.registry import LoadOptions
 from rlft.datasets.store import EpisodeStore
 from rlft.datasets.transitions import TransitionSampler
+from rlft.errors import CheckpointError, ConfigError
 from rlft.policies.ema import EMA
-from rlft.policies.policy import Obs, Policy, policy_from_store, write_spec
+from rlft.policies.policy import Obs, Policy, policy_from_store
+from rlft.runtime.checkpoint import latest_checkpoint, load_policy, load_weights, read_spec, write_spec
+from rlft.runtime.evaluate import policy_evaluator
 from rlft.runtime.plots import plot_metrics
 from rlft.runtime.run import Run
 from rlft.runtime.schedules import warmup_cosine
@@ -42,22 +45,17 @@ SELECT_RULES = ("max", "softmax")
 PLOTTED = ("critic_loss", "bc_loss", "q_mean", "eval/normalized_score")
 
 
-def offline_algos(config_dir: Path = CONFIG_DIR) -> list[str]:
-    """Names of the ``configs/algo`` options whose ``kind`` is offline."""
-    return sorted(p.stem for p in (config_dir / "algo").glob("*.yaml") if OmegaConf.load(p).get("kind") == "offline")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Config errors a user can fix, before anything is written."""
+def check(cfg: DictConfig) -> None:
+    """Config and data errors a user can fix, before anything is written."""
     algo = cfg.algo
-    if algo.get("kind") != "offline":
-        raise ConfigError(f"algo={algo.name} is not an offline algorithm (kind: {algo.get('kind')}); rlft offline takes algo={' or '.join(offline_algos())}")
     if algo.policy.horizon != 1 or algo.policy.act_steps != 1:
         raise ConfigError(
             f"offline RL learns Q over single actions: set algo.policy.horizon=1 and algo.policy.act_steps=1 (got {algo.policy.horizon}, "
             f"{algo.policy.act_steps})"
         )
     check_select(int(algo.select.candidates), algo.select.rule, "algo.select")
+    check_data(cfg, algo.policy)
+    TransitionSampler(EpisodeStore(cfg.data.path), list(algo.policy.obs_keys))  # rewards, terminals, usable transitions
 
 
 def check_select(candidates: int, rule: str, where: str) -> None:
@@ -71,11 +69,6 @@ def learns_critic(algo: Mapping[str, Any]) -> bool:
     return bool(algo["eta"]) or int(algo["select"]["candidates"]) > 1
 
 
-def check_transitions(cfg: DictConfig) -> None:
-    """The dataset has rewards, terminal flags and usable transitions (else a one-line DatasetError)."""
-    TransitionSampler(EpisodeStore(cfg.data.path), list(cfg.algo.policy.obs_keys))
-
-
 def _repeat(obs: Obs, n: int) -> Obs:
     """Each observation n times in a row (dim 0)."""
     if isinstance(obs, torch.Tensor):
@@ -86,8 +79,7 @@ def _repeat(obs: Obs, n: int) -> Obs:
 class QSelect(nn.Module):
     """An actor that samples ``candidates`` chunks per observation and keeps one by the critic's target Q.
 
-    It has the Policy's sampling interface (``sample``, ``obs_horizon``, ``act_steps``,
-    ``action_norm``, ``head``), so :func:`rlft.runtime.evaluate.evaluate` runs it as it is.
+    An :class:`~rlft.policies.acting.ActingPolicy`, so :func:`rlft.runtime.evaluate.evaluate` runs it as it is.
     ``rule``: ``max`` (argmax Q) or ``softmax`` (sample with probabilities softmax(Q), DQL's).
     """
 
@@ -97,12 +89,19 @@ class QSelect(nn.Module):
         self.obs_horizon, self.act_steps = actor.obs_horizon, actor.act_steps
 
     @property
-    def action_norm(self) -> nn.Module:
-        return self.actor.action_norm
+    def default_steps(self) -> int:
+        return self.actor.default_steps
 
     @property
-    def head(self) -> nn.Module:
-        return self.actor.head
+    def default_stochastic(self) -> bool:
+        return self.actor.default_stochastic
+
+    @property
+    def device(self) -> torch.device:
+        return self.actor.device
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """No memory across chunks."""
 
     @torch.no_grad()
     def sample(
@@ -135,9 +134,10 @@ def q_objective(q: torch.Tensor) -> torch.Tensor:
     return -q[i].mean() / q[1 - i].abs().mean().detach()
 
 
-def train_offline(cfg: DictConfig, run: Run, evaluate: Callable[[nn.Module, int], Mapping[str, float]] | None = None) -> QSelect:
+def train_offline(cfg: DictConfig, run: Run) -> QSelect:
     """Train ``cfg.algo`` on ``cfg.data`` for ``cfg.train.steps``; returns the final EMA actor with Q selection."""
     algo = cfg.algo
+    evaluate = policy_evaluator(cfg) if cfg.eval.episodes > 0 else None
     rng = seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     store = EpisodeStore(cfg.data.path)
@@ -228,17 +228,19 @@ def train_offline(cfg: DictConfig, run: Run, evaluate: Callable[[nn.Module, int]
     return acting(ema.model)
 
 
-def load_offline_policy(folder: Path, checkpoint: Path | None = None, candidates: int | None = None, rule: str | None = None) -> nn.Module:
+def load_offline_policy(folder: Path, checkpoint: Path | None = None, options: LoadOptions = LoadOptions()) -> nn.Module:
     """What a dql / ofql run acts with: the EMA actor of the newest (or given) checkpoint, with Q selection
-    among ``candidates`` samples by ``rule`` (the run's own ``algo.select`` where None; the actor alone for 1)."""
-    from rlft.policies.policy import latest_checkpoint, load_policy, read_spec
-    from rlft.runtime.run import CheckpointError, load_weights
-
+    among ``options.select_candidates`` samples by ``options.select_rule`` (the run's own ``algo.select``
+    where None; the actor alone for 1). ``options.weights=policy`` is the raw actor, without selection."""
+    if options.weights == "policy":
+        if options.selects:
+            raise ConfigError("select.* applies to the Q selection of the EMA actor; weights=policy is the raw actor")
+        return load_policy(folder, weights="policy", checkpoint=checkpoint)
     algo = read_spec(folder).get("meta", {}).get("algo_config")
     if algo is None:
         raise CheckpointError(f"{folder}/policy.json has no 'algo_config'; it was written by an older rlft, train the run again")
-    candidates = int(algo["select"]["candidates"] if candidates is None else candidates)
-    rule = algo["select"]["rule"] if rule is None else rule
+    candidates = int(algo["select"]["candidates"] if options.select_candidates is None else options.select_candidates)
+    rule = algo["select"]["rule"] if options.select_rule is None else options.select_rule
     check_select(candidates, rule, "select")
     if candidates > 1 and not learns_critic(algo):
         raise ConfigError(f"{folder} trained no critic (algo.eta=0 with one candidate: plain BC), so it has no Q to select by; use select.candidates=1")
@@ -247,5 +249,5 @@ def load_offline_policy(folder: Path, checkpoint: Path | None = None, candidates
     if candidates == 1:
         return actor
     critic = TwinQ(actor.encoder.out_dim, actor.horizon * actor.action_dim, int(algo["critic"]["hidden"]), int(algo["critic"]["depth"]))
-    load_weights(checkpoint / "model.safetensors", {"critic": critic})
+    load_weights(checkpoint, {"critic": critic})
     return QSelect(actor, critic.eval(), candidates, rule).eval()

@@ -7,16 +7,18 @@ the loss, the optimiser and the schedule.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from omegaconf import DictConfig
 
 from rlft.datasets.sampler import WindowSampler
 from rlft.datasets.store import EpisodeStore
+from rlft.errors import ConfigError
 from rlft.policies.ema import EMA
-from rlft.policies.policy import Policy, policy_from_store, write_spec
-from rlft.runtime.evaluate import reference_returns
+from rlft.policies.policy import Policy, policy_from_store
+from rlft.runtime.checkpoint import write_spec
+from rlft.runtime.evaluate import policy_evaluator, reference_returns
 from rlft.runtime.run import Run
 from rlft.runtime.schedules import warmup_cosine
 from rlft.runtime.seeding import seed_everything
@@ -34,11 +36,29 @@ def policy_meta(cfg: DictConfig, source: str) -> dict[str, Any]:
     }
 
 
-def pretrain(cfg: DictConfig, run: Run, evaluate: Callable[[Policy, int], Mapping[str, float]] | None = None) -> Policy:
+def check_data(cfg: DictConfig, policy: Mapping[str, Any]) -> None:
+    """The dataset exists, holds the keys of ``policy`` (a policy config) and was recorded in the chosen env."""
+    store = EpisodeStore(cfg.data.path)
+    missing = [k for k in (*policy["obs_keys"], "action") if k not in store]
+    if missing:
+        raise ConfigError(
+            f"policy {policy['name']} needs key(s) {', '.join(missing)} but {store.path} has {', '.join(sorted(store.keys))}; set policy.obs_keys"
+        )
+    if cfg.data.get("env") and cfg.data.env != cfg.env.name:
+        raise ConfigError(f"data {cfg.data.path} was recorded in '{cfg.data.env}' but env={cfg.env.name}; choose env={cfg.data.env}")
+
+
+def check(cfg: DictConfig) -> None:
+    """What ``rlft pretrain`` refuses before anything is written."""
+    check_data(cfg, cfg.policy)
+
+
+def pretrain(cfg: DictConfig, run: Run) -> Policy:
     """Train ``cfg.policy`` on ``cfg.data`` for ``cfg.train.steps``; returns the EMA policy.
 
-    ``evaluate(policy, step) -> metrics`` runs every ``cfg.eval.every`` steps and at the end, if given.
+    With ``cfg.eval.episodes``, the EMA policy is evaluated every ``cfg.eval.every`` steps and at the end.
     """
+    evaluate = policy_evaluator(cfg) if cfg.eval.episodes > 0 else None
     rng = seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     store = EpisodeStore(cfg.data.path)

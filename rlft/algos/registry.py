@@ -1,11 +1,14 @@
-"""One home for the online fine-tuning algorithms: who trains each, which bases suit it, how its runs load.
+"""One registry for every algorithm: its kind, its typed config, how it trains, how its runs act.
 
-``rlft finetune`` dispatches through :data:`ONLINE`; ``rlft eval`` loads any run through
-:func:`load_trained_policy`, which returns what the run acts with: the *combined* policy for methods
-that steer a frozen base (DSRL's noise actor, ResiP's residual), the EMA actor with its Q selection for
-offline runs (DQL, OFQL), and the plain :class:`~rlft.policies.policy.Policy` otherwise.
-Entry points are ``module:function`` strings, imported only when used (no algorithm is imported to
-compose a config).
+``rlft pretrain``, ``rlft finetune`` and ``rlft offline`` train the algorithm of their kind named by
+``algo=`` (pretraining has one, ``bc``); ``rlft info`` lists :data:`ALGOS`; ``rlft eval`` and ``rlft export``
+load a run folder through :func:`load_acting_policy`, which asks the spec of the algorithm recorded in
+the run's ``policy.json`` (``meta.algo``; folders without one are pretrained policies) what the run
+acts with: the plain :class:`~rlft.policies.policy.Policy`, an offline run's EMA actor with its Q
+selection, DSRL's noise actor over its frozen base, ResiP's base + residual.
+
+Entry points are ``"module:attribute"`` strings, imported only when used, so reading the registry
+imports no algorithm. Adding an algorithm: docs/adding-an-algorithm.md.
 """
 
 from __future__ import annotations
@@ -15,57 +18,184 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from rlft.errors import ConfigError
+
 ANY_HEAD = ("diffusion", "flow", "shortcut", "meanflow")
+KINDS = ("pretrain", "online", "offline")
+COMMAND_KIND = {"pretrain": "pretrain", "finetune": "online", "offline": "offline"}  # training command -> algorithm kind
 
 
 @dataclass(frozen=True)
-class OnlineAlgo:
-    train: str  # "module:function", called as function(cfg, run)
-    heads: tuple[str, ...]  # head types of the base policies it can fine-tune
-    loader: str | None = None  # "module:function(folder, checkpoint) -> policy" for steered runs; None = a plain Policy
+class LoadOptions:
+    """What ``rlft eval`` / ``rlft export`` may ask of a run's loader. None values: the run's own.
+
+    ``weights``: ``auto`` (EMA where the checkpoint has it), ``ema`` or ``policy`` (the raw weights);
+    ``select_candidates`` / ``select_rule``: an offline run's Q selection. A loader refuses what it cannot honour.
+    """
+
+    weights: str = "auto"
+    select_candidates: int | None = None
+    select_rule: str | None = None
+
+    @property
+    def selects(self) -> bool:
+        return self.select_candidates is not None or self.select_rule is not None
 
 
-ONLINE: dict[str, OnlineAlgo] = {
-    "dppo": OnlineAlgo("rlft.algos.onpolicy.finetune:finetune", ("diffusion",)),
-    "reinflow": OnlineAlgo("rlft.algos.onpolicy.finetune:finetune", ("flow", "shortcut", "meanflow")),
-    "resip": OnlineAlgo("rlft.algos.onpolicy.finetune:finetune", ANY_HEAD, "rlft.algos.onpolicy.residual:load_residual_policy"),
-    "dsrl": OnlineAlgo("rlft.algos.dsrl:finetune_dsrl", ANY_HEAD, "rlft.algos.dsrl:load_steered_policy"),
-    "dsrl_na": OnlineAlgo("rlft.algos.dsrl:finetune_dsrl", ANY_HEAD, "rlft.algos.dsrl:load_steered_policy"),
+@dataclass(frozen=True)
+class AlgoSpec:
+    """An algorithm.
+
+    * ``kind``: ``pretrain``, ``online`` or ``offline`` (the command that trains it);
+    * ``config``: ``"module:Class"``, the dataclass that types and checks its ``algo`` config section
+      (None for ``bc``, whose settings are the pretrain command's own);
+    * ``train``: ``"module:function"``, called as ``function(cfg, run)``; returns what the run acts with;
+    * ``load``: ``"module:function"``, called as ``function(folder, checkpoint, options)`` with a
+      :class:`LoadOptions`; returns an :class:`~rlft.policies.acting.ActingPolicy`;
+    * ``heads``: head types of the policies it trains or fine-tunes;
+    * ``provider``: for the chain-PPO engine, ``"module:function(algo_config, base) -> provider"``;
+    * ``steers``: it keeps a frozen base and acts through another network (DSRL, ResiP): the run's
+      ``policy`` weights are the base's, so exporting them alone would drop what was learned;
+    * ``check``: ``"module:function(cfg)"`` that refuses what cannot run (missing data, an unsuitable
+      base) before a run folder is written; default: the one of its kind (:data:`KIND_CHECKS`).
+    """
+
+    name: str
+    kind: str
+    config: str | None
+    train: str
+    load: str
+    summary: str
+    heads: tuple[str, ...] = ANY_HEAD
+    provider: str | None = None
+    steers: bool = False
+    check: str | None = None
+
+    def checker(self) -> Callable[[Any], None]:
+        """The function that checks a composed config for this algorithm."""
+        return entry_point(self.check or KIND_CHECKS[self.kind])
+
+
+KIND_CHECKS = {"pretrain": "rlft.algos.pretrain:check", "online": "rlft.algos.online:check", "offline": "rlft.algos.offline:check"}
+PLAIN = "rlft.algos.registry:load_plain_policy"
+CHAIN_PPO = "rlft.algos.onpolicy.finetune:finetune"
+LATENT_SAC = "rlft.algos.dsrl:finetune_dsrl"
+
+ALGOS: dict[str, AlgoSpec] = {
+    spec.name: spec
+    for spec in (
+        AlgoSpec("bc", "pretrain", None, "rlft.algos.pretrain:pretrain", PLAIN, "behaviour cloning with the head's own loss, EMA weights"),
+        AlgoSpec(
+            "dppo",
+            "online",
+            "rlft.schemas:DPPOConfig",
+            CHAIN_PPO,
+            PLAIN,
+            "PPO over the last denoising steps of a diffusion policy",
+            ("diffusion",),
+            "rlft.algos.onpolicy.providers:build_dppo",
+        ),
+        AlgoSpec(
+            "reinflow",
+            "online",
+            "rlft.schemas:ReinFlowConfig",
+            CHAIN_PPO,
+            PLAIN,
+            "PPO over Euler steps made Gaussian by a learned noise net",
+            ("flow", "shortcut", "meanflow"),
+            "rlft.algos.onpolicy.providers:build_reinflow",
+        ),
+        AlgoSpec(
+            "resip",
+            "online",
+            "rlft.schemas:ResiPConfig",
+            CHAIN_PPO,
+            "rlft.algos.onpolicy.residual:load_residual_policy",
+            "PPO on a Gaussian residual over a frozen base",
+            provider="rlft.algos.onpolicy.residual:build_residual",
+            steers=True,
+        ),
+        AlgoSpec(
+            "dsrl",
+            "online",
+            "rlft.schemas:DSRLConfig",
+            LATENT_SAC,
+            "rlft.algos.dsrl:load_steered_policy",
+            "SAC over a frozen base's initial noise (SB3)",
+            steers=True,
+        ),
+        AlgoSpec(
+            "dsrl_na",
+            "online",
+            "rlft.schemas:DSRLNAConfig",
+            LATENT_SAC,
+            "rlft.algos.dsrl:load_steered_policy",
+            "DSRL with an action critic distilled into a noise critic",
+            steers=True,
+        ),
+        AlgoSpec(
+            "dql",
+            "offline",
+            "rlft.schemas:DQLConfig",
+            "rlft.algos.offline:train_offline",
+            "rlft.algos.offline:load_offline_policy",
+            "diffusion actor + twin Q, backprop through the chain",
+        ),
+        AlgoSpec(
+            "ofql",
+            "offline",
+            "rlft.schemas:OFQLConfig",
+            "rlft.algos.offline:train_offline",
+            "rlft.algos.offline:load_offline_policy",
+            "one-step mean-flow actor + twin Q",
+        ),
+    )
 }
 
 
-OFFLINE_LOADER = "rlft.algos.offline:load_offline_policy"  # runs of kind offline: EMA actor + Q selection
-
-
 def entry_point(target: str) -> Callable[..., Any]:
-    """``"package.module:function"`` -> the function."""
+    """``"package.module:attribute"`` -> the attribute."""
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name)
 
 
-def steering_algo(folder: str | Path) -> str | None:
-    """The algorithm of a run that steers a frozen base (``dsrl``, ``dsrl_na``, ``resip``), else None."""
-    from rlft.policies.policy import read_spec
-
-    algo = read_spec(folder).get("meta", {}).get("algo")
-    return algo if algo in ONLINE and ONLINE[algo].loader else None
+def names(kind: str) -> list[str]:
+    """The algorithms of ``kind``, sorted."""
+    return sorted(name for name, spec in ALGOS.items() if spec.kind == kind)
 
 
-def load_trained_policy(folder: str | Path, weights: str = "auto", checkpoint: Path | None = None, select: dict | None = None) -> Any:
-    """What ``folder``'s run acts with (see the module docstring); ``weights=policy`` gives the raw trained policy.
-    ``select`` ({"candidates": N, "rule": "max" | "softmax"}, None values = the run's own) changes an offline
-    run's Q selection; other runs refuse it."""
-    from rlft.config import ConfigError
-    from rlft.policies.policy import load_policy, read_spec, resolve_policy
+def get(name: str, kind: str | None = None) -> AlgoSpec:
+    """The spec of ``name``; ConfigError (one line, the valid names) if unknown or not of ``kind``."""
+    spec = ALGOS.get(name)
+    if spec is None or (kind is not None and spec.kind != kind):
+        valid = names(kind) if kind else sorted(ALGOS)
+        what = f"not an {kind} algorithm" if spec is not None else "not a known algorithm"
+        raise ConfigError(f"algo={name} is {what}; choose algo={' or algo='.join(valid)}")
+    return spec
 
-    meta = read_spec(folder).get("meta", {})
-    algo, kind = meta.get("algo"), (meta.get("algo_config") or {}).get("kind")
-    select = {k: v for k, v in (select or {}).items() if v is not None}
-    if algo in ONLINE and ONLINE[algo].loader and not select:
-        return entry_point(ONLINE[algo].loader)(resolve_policy(folder), checkpoint)  # type: ignore[arg-type]
-    if kind == "offline" and weights in ("auto", "ema"):
-        return entry_point(OFFLINE_LOADER)(resolve_policy(folder), checkpoint, select.get("candidates"), select.get("rule"))
-    if select:
-        what = f"weights={weights} (the raw actor)" if kind == "offline" else f"{folder} is a {algo or 'pretraining'} run"
-        raise ConfigError(f"select.* applies to the Q selection of dql / ofql runs only; {what}")
-    return load_policy(folder, weights=weights, checkpoint=checkpoint)
+
+def run_algo(folder: str | Path) -> AlgoSpec:
+    """The spec of the algorithm that wrote a run or policy folder (``bc`` for pretrained policies)."""
+    from rlft.runtime.checkpoint import read_spec
+
+    name = read_spec(folder).get("meta", {}).get("algo") or "bc"
+    if name not in ALGOS:
+        raise ConfigError(f"{folder} was written by algorithm '{name}', which this rlft does not have ({', '.join(sorted(ALGOS))})")
+    return ALGOS[name]
+
+
+def load_acting_policy(folder: str | Path, checkpoint: Path | None = None, options: LoadOptions = LoadOptions()) -> Any:
+    """What the run in ``folder`` acts with, from its newest checkpoint (or ``checkpoint``); see the module docstring."""
+    from rlft.runtime.checkpoint import resolve_policy
+
+    folder = resolve_policy(folder)
+    return entry_point(run_algo(folder).load)(folder, checkpoint, options)
+
+
+def load_plain_policy(folder: Path, checkpoint: Path | None = None, options: LoadOptions = LoadOptions()) -> Any:
+    """The loader of algorithms whose runs act with their trained Policy alone (bc, dppo, reinflow)."""
+    from rlft.runtime.checkpoint import load_policy
+
+    if options.selects:
+        raise ConfigError(f"select.* applies to the Q selection of offline runs ({', '.join(names('offline'))}); {folder} is a {run_algo(folder).name} run")
+    return load_policy(folder, weights=options.weights, checkpoint=checkpoint)

@@ -3,6 +3,6 @@
 Import it as ``rlft.datasets``; nothing here is importable as a top-level ``datasets`` module.
 """
 
-from rlft.datasets.store import DatasetError, EpisodeStore, write_episodes
+from rlft.datasets.store import EpisodeStore, write_episodes
 
-__all__ = ["DatasetError", "EpisodeStore", "write_episodes"]
+__all__ = ["EpisodeStore", "write_episodes"]

@@ -28,15 +28,15 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from rlft.config import ConfigError
-from rlft.datasets.store import ASSETS_DIR, EpisodeStore, write_episodes
+from rlft.datasets.store import EpisodeStore, write_episodes
 from rlft.envs.registry import env_id as to_env_id
 from rlft.envs.registry import make as make_env
-from rlft.runtime.io import atomic_write, atomic_write_json
+from rlft.errors import ConfigError
+from rlft.io import atomic_write, atomic_write_json
+from rlft.paths import EXPERTS_DIR
 from rlft.runtime.run import Run
 
 Policy = Callable[[np.ndarray], np.ndarray]
-EXPERTS_DIR = ASSETS_DIR.parent / "experts"
 
 
 class ExpertPolicy:

@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rlft.datasets.store import DatasetError, EpisodeStore
+from rlft.datasets.store import EpisodeStore
+from rlft.errors import DatasetError
 
 
 class WindowSampler:

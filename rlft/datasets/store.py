@@ -22,14 +22,11 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import zarr
 
-from rlft.runtime.io import atomic_write, atomic_write_dir
+from rlft.errors import DatasetError
+from rlft.io import atomic_write, atomic_write_dir
+from rlft.paths import DATASETS_DIR
 
 FORMAT_VERSION = 1
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "data"
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used as it is; the message names the file and the problem."""
 
 
 def _compressor() -> Any:
@@ -105,10 +102,10 @@ def resolve_path(path: str | Path) -> Path:
     p = Path(path)
     if p.exists():
         return p
-    for candidate in (ASSETS_DIR / p.name, ASSETS_DIR / f"{p.name}.zarr.zip"):
+    for candidate in (DATASETS_DIR / p.name, DATASETS_DIR / f"{p.name}.zarr.zip"):
         if candidate.exists():
             return candidate
-    shipped = sorted(f.name.removesuffix(".zarr.zip") for f in ASSETS_DIR.glob("*.zarr.zip")) if ASSETS_DIR.is_dir() else []
+    shipped = sorted(f.name.removesuffix(".zarr.zip") for f in DATASETS_DIR.glob("*.zarr.zip")) if DATASETS_DIR.is_dir() else []
     raise DatasetError(f"{path}: no such dataset; give a path or one of the shipped datasets: {', '.join(shipped) or 'none'}")
 
 

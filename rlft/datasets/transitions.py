@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from rlft.datasets.sampler import WindowSampler
-from rlft.datasets.store import DatasetError, EpisodeStore
+from rlft.datasets.store import EpisodeStore
+from rlft.errors import DatasetError
 
 
 class TransitionSampler:

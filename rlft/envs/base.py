@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlft.config import ConfigError
+from rlft.errors import ConfigError
 
 StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]
 

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlft.config import ConfigError
 from rlft.envs.base import BatchedEnv
 from rlft.envs.factory import make
+from rlft.errors import ConfigError
 
 
 def bench_rollout(cfg: DictConfig) -> dict[str, Any]:

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from rlft.config import ConfigError
 from rlft.envs.base import BatchedEnv
 from rlft.envs.registry import env_id
+from rlft.errors import ConfigError
 
 BACKENDS = ("auto", "native", "gpu", "gymnasium", "gymnasium_async")
 

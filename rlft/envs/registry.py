@@ -8,7 +8,8 @@ import gymnasium as gym
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from rlft.config import CONFIG_DIR, ConfigError
+from rlft.errors import ConfigError
+from rlft.paths import CONFIG_DIR
 
 # Short name -> gymnasium id. configs/env/<name>.yaml carries the same id and the reference returns.
 LOCOMOTION = {

@@ -7,7 +7,3 @@
 
 This package's ``__init__`` imports nothing, so importing the controller never pulls in torch.
 """
-
-
-class ExportError(RuntimeError):
-    """An export that cannot be trusted (the exported graph disagrees with PyTorch); the message is one line."""

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from rlft import __version__
-from rlft.export import ExportError
+from rlft.errors import ExportError
 from rlft.export.controller import CONTROLLER_FILE, Controller
 from rlft.policies.encoders import is_image_shape
 from rlft.policies.heads import Diffusion
@@ -99,7 +99,7 @@ def export_policy(
     into the metadata. Raises :class:`ExportError` (nothing written) when the exported graph differs
     from PyTorch by more than ``PARITY_TOLERANCE`` on a batch of ``parity_batch`` random inputs.
     """
-    from rlft.runtime.io import atomic_write_dir, atomic_write_json
+    from rlft.io import atomic_write_dir, atomic_write_json
 
     if fmt not in FILES:
         raise ValueError(f"unknown export format '{fmt}'; choose one of: {', '.join(FILES)}")
@@ -158,7 +158,7 @@ def control_dt(env_name: str | None) -> float | None:
 
 
 class ExportedPolicy:
-    """An exported folder seen as a policy by :func:`rlft.runtime.evaluate.evaluate`.
+    """An exported folder as an :class:`~rlft.policies.acting.ActingPolicy` (what ``rlft eval`` runs).
 
     ``sample`` draws the initial noise from the torch ``generator`` exactly as :meth:`Policy.initial_noise`
     does, so with the same seed it feeds the exported graph the noise that the PyTorch policy's
@@ -168,6 +168,10 @@ class ExportedPolicy:
     def __init__(self, folder: str | Path, threads: int = 1):
         self.controller = Controller(folder, threads=threads)
         self.obs_horizon, self.act_steps, self.steps = self.controller.obs_horizon, self.controller.act_steps, self.controller.steps
+        self.default_steps, self.default_stochastic, self.device = self.steps, False, torch.device("cpu")
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """No memory across chunks."""
 
     def sample(
         self, obs: Mapping[str, torch.Tensor] | torch.Tensor, steps: int | None = None, stochastic: bool = False, generator: torch.Generator | None = None
@@ -187,17 +191,17 @@ class ExportedPolicy:
 def default_out(folder: Path, fmt: str, steps: int) -> Path:
     """``<run>/export/<format>-<K>steps``; for a policy shipped with rlft ``exports/<name>/<format>-<K>steps``
     (the package's assets stay untouched)."""
-    from rlft.policies.policy import POLICIES_DIR
+    from rlft.runtime.checkpoint import is_shipped
 
-    base = Path("exports") / folder.name if folder.resolve().is_relative_to(POLICIES_DIR) else folder / "export"
+    base = Path("exports") / folder.name if is_shipped(folder) else folder / "export"
     return base / f"{fmt}-{steps}steps"
 
 
 def export_run(cfg: Any) -> dict[str, Any]:
     """``rlft export``: the policy of ``cfg.run`` (run folder, policy folder or shipped name) -> exported folder."""
-    from rlft.algos.registry import steering_algo
-    from rlft.config import ConfigError
-    from rlft.policies.policy import load_policy, read_spec, resolve_policy
+    from rlft.algos.registry import run_algo
+    from rlft.errors import ConfigError
+    from rlft.runtime.checkpoint import load_policy, read_spec, resolve_policy
 
     if not cfg.run:
         raise ConfigError("export needs the policy: rlft export run=runs/<name> (or a shipped policy's name) format=onnx steps=<K>")
@@ -206,9 +210,9 @@ def export_run(cfg: Any) -> dict[str, Any]:
     if cfg.weights not in ("auto", "ema", "policy"):
         raise ConfigError(f"weights={cfg.weights}: choose auto, ema or policy")
     folder = resolve_policy(cfg.run)
-    steered = steering_algo(folder)
-    if steered:
-        raise ExportError(f"{folder}: a {steered} run steers a frozen base policy; rlft export handles plain policies only (evaluate it with rlft eval)")
+    algo = run_algo(folder)
+    if algo.steers:
+        raise ExportError(f"{folder}: a {algo.name} run steers a frozen base policy; rlft export handles plain policies only (evaluate it with rlft eval)")
     spec_meta = read_spec(folder).get("meta", {})
     policy = load_policy(folder, weights=cfg.weights, checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None)
     steps = int(cfg.steps or policy.head.steps)

@@ -24,10 +24,10 @@ import onnxruntime as ort
 import torch
 from omegaconf import DictConfig
 
-from rlft.config import ConfigError
+from rlft.errors import ConfigError
 from rlft.export.controller import Controller
 from rlft.export.exporter import export_policy, random_inputs
-from rlft.policies.policy import load_policy, resolve_policy
+from rlft.runtime.checkpoint import load_policy, resolve_policy
 
 RUNTIMES = ("torch", "torchscript", "onnxruntime")
 BLOCKS = 10

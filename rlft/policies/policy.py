@@ -15,8 +15,6 @@ space; returned actions are raw.
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -31,7 +29,6 @@ from rlft.policies.heads import HEADS
 from rlft.policies.normalizer import Normalizer
 
 Obs = Mapping[str, torch.Tensor] | torch.Tensor
-SPEC_FILE = "policy.json"
 
 
 def _options(section: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,6 +169,24 @@ class Policy(nn.Module):
             x = mean + std * self._randn_like(x, generator) if stochastic else mean
         return x
 
+    # ---- acting (the ActingPolicy contract) --------------------------------------------------------
+    @property
+    def default_steps(self) -> int:
+        """The head's own sampling steps."""
+        return self.head.steps
+
+    @property
+    def default_stochastic(self) -> bool:
+        """Whether the head's default sampler is stochastic (DDPM) or deterministic (DDIM eta 0, flow ODE)."""
+        return bool(self.head.default_stochastic)
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_norm.center.device
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """A policy keeps no memory across chunks."""
+
     @torch.no_grad()
     def act(self, obs: Obs, generator: torch.Generator | None = None) -> torch.Tensor:
         """The chunk to execute [B, act_steps, A], with the head's own sampler and steps."""
@@ -247,9 +262,10 @@ class Policy(nn.Module):
             stds.append(std)
         return torch.stack(log_probs, 1), torch.stack(stds, 1)
 
-    # ---- persistence -------------------------------------------------------------------------------
+    # ---- architecture ------------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
-        """What rebuilds this policy's architecture (weights and statistics live in the checkpoint)."""
+        """What rebuilds this policy's architecture (weights and statistics live in its state dict);
+        :mod:`rlft.runtime.checkpoint` stores both."""
         return {"policy": self.cfg, "obs_shapes": {k: list(s) for k, s in self.obs_shapes.items()}, "action_dim": self.action_dim}
 
     @classmethod
@@ -269,91 +285,3 @@ def policy_from_store(cfg: Mapping[str, Any], store: Any) -> Policy:
             raise ValueError(f"{store.path}: the policy needs key '{key}', the dataset has {', '.join(sorted(shapes))}")
     stats = {k: store.stats[k] for k in (*cfg["obs_keys"], "action") if k in store.stats}
     return Policy(cfg, {k: shapes[k] for k in cfg["obs_keys"]}, shapes["action"][0], stats)
-
-
-POLICIES_DIR = Path(__file__).resolve().parent.parent / "assets" / "policies"
-WEIGHTS_FILE = "policy.safetensors"
-
-
-def write_spec(folder: str | Path, policy: Policy, meta: Mapping[str, Any]) -> None:
-    """``policy.json``: the architecture plus ``meta`` (``env``, ``ref_returns``, where it came from)."""
-    from rlft.runtime.io import atomic_write_json
-
-    atomic_write_json(Path(folder) / SPEC_FILE, {**policy.spec(), "meta": dict(meta)})
-
-
-def resolve_policy(path: str | Path) -> Path:
-    """A run or policy folder as given, or the name of a policy shipped with rlft."""
-    p = Path(path)
-    if p.exists():
-        return p
-    if (POLICIES_DIR / p.name).is_dir():
-        return POLICIES_DIR / p.name
-    shipped = sorted(d.name for d in POLICIES_DIR.iterdir() if d.is_dir()) if POLICIES_DIR.is_dir() else []
-    raise FileNotFoundError(f"{path}: no such run or policy folder; shipped policies: {', '.join(shipped) or 'none'}")
-
-
-def read_spec(folder: str | Path) -> dict[str, Any]:
-    """The ``policy.json`` of a run or policy folder (or shipped policy name)."""
-    folder = resolve_policy(folder)
-    spec_path = folder / SPEC_FILE
-    if not spec_path.is_file():
-        raise FileNotFoundError(f"{folder}: no {SPEC_FILE}; not a policy run folder (train one with `rlft pretrain`)")
-    return json.loads(spec_path.read_text())
-
-
-def save_policy(policy: Policy, folder: str | Path, meta: Mapping[str, Any]) -> Path:
-    """A self-contained policy folder: ``policy.json`` + ``policy.safetensors`` (what rlft ships), atomically."""
-    from safetensors.torch import save_file
-
-    from rlft.runtime.io import atomic_write_dir
-
-    def fill(tmp: Path) -> None:
-        write_spec(tmp, policy, meta)
-        save_file({k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}, str(tmp / WEIGHTS_FILE))
-
-    return atomic_write_dir(folder, fill)
-
-
-def latest_checkpoint(folder: Path) -> Path:
-    """The newest complete checkpoint folder of a run folder."""
-    from rlft.runtime.run import CKPT_PREFIX
-
-    found = sorted((p for p in (folder / "checkpoints").glob(f"{CKPT_PREFIX}*") if (p / "state.json").exists()), key=lambda p: p.name)
-    if not found:
-        raise FileNotFoundError(f"{folder}: no complete checkpoint yet; train longer or resume the run")
-    return found[-1]
-
-
-def load_policy(path: str | Path, weights: str = "auto", checkpoint: Path | None = None) -> Policy:
-    """The policy of a policy folder, or of a run folder with the weights of a checkpoint (newest by default).
-
-    ``weights``: ``ema`` (the averaged weights of pretraining), ``policy`` (the raw ones; what fine-tuning
-    trains) or ``auto`` (ema where the checkpoint has it, else policy); a policy folder holds one set.
-    """
-    from safetensors.torch import load_file
-
-    from rlft.runtime.run import CheckpointError
-
-    folder = resolve_policy(path)
-    policy = Policy.from_spec(read_spec(folder))
-    prefix: str | None = None
-    if (folder / WEIGHTS_FILE).is_file():
-        path, prefix = folder / WEIGHTS_FILE, ""
-    else:
-        path = Path(checkpoint or latest_checkpoint(folder)) / "model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint weights missing; the checkpoint is incomplete")
-    tensors = load_file(str(path))
-    if prefix is None:
-        if weights == "auto":
-            weights = "ema" if any(k.startswith("ema.model.") for k in tensors) else "policy"
-        prefix = {"ema": "ema.model.", "policy": "policy."}[weights]
-    sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if not sd:
-        raise CheckpointError(f"{path}: no '{weights}' weights in this checkpoint (it has: {', '.join(sorted({k.split('.')[0] for k in tensors}))})")
-    missing = set(policy.state_dict()) - set(sd)
-    if missing:
-        raise CheckpointError(f"{path}: no weights for {sorted(missing)[0]} (and {len(missing) - 1} more); the checkpoint does not match {SPEC_FILE}")
-    policy.load_state_dict(sd, strict=True)
-    return policy.eval()

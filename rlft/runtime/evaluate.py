@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from rlft.envs import make
 from rlft.envs.registry import normalized_score
 from rlft.envs.wrappers import ActionChunk, ObsHistory
+from rlft.policies.acting import ActingPolicy
 
 
 def reference_returns(cfg: DictConfig) -> tuple[float, float] | None:
@@ -34,7 +35,7 @@ def reference_returns(cfg: DictConfig) -> tuple[float, float] | None:
 
 @torch.no_grad()
 def evaluate(
-    policy: Any,
+    policy: ActingPolicy,
     env_name: str,
     episodes: int,
     seed: int,
@@ -48,37 +49,31 @@ def evaluate(
 ) -> dict[str, Any]:
     """Return ``{return_mean, return_std, normalized_score, success_rate, episodes, env_steps_per_s, ...}``.
 
-    ``policy`` is anything with ``sample(obs, steps=..., stochastic=..., generator=...)`` returning
-    action chunks and ``obs_horizon``/``act_steps`` attributes (a :class:`Policy` or an exported one).
-    ``stochastic``: None = the policy's ``default_stochastic`` where it has one, else the head's default
-    sampler (DDPM: stochastic; exported: deterministic).
-    A policy with memory across steps (ResiP's queue of base actions) also has ``end_episodes(done [N])``,
-    called after every step and with all True after the reset.
+    ``policy``: an :class:`~rlft.policies.acting.ActingPolicy`. ``stochastic``: None = its ``default_stochastic``.
+    Its ``end_episodes(done [N])`` is called after every step and with all True after the reset (ResiP
+    keeps a queue of base actions across steps).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1 (got {episodes})")
     n_envs = min(episodes, n_envs or episodes)
     quota = np.full(n_envs, episodes // n_envs) + (np.arange(n_envs) < episodes % n_envs)
-    device = getattr(getattr(policy, "action_norm", None), "center", torch.zeros(0)).device
+    device = policy.device
     base = make(env_name, n_envs, backend=backend, seed=seed, device=device, **dict(env_kwargs or {}))
     env = ActionChunk(ObsHistory(base, policy.obs_horizon), policy.act_steps)
     generator = torch.Generator(device=device).manual_seed(seed)
-    if stochastic is None:  # the policy's own default (a steered policy's), else its head's
-        stochastic = bool(getattr(policy, "default_stochastic", getattr(getattr(policy, "head", None), "default_stochastic", False)))
+    if stochastic is None:
+        stochastic = policy.default_stochastic
     frames: list[np.ndarray] = []
     counted: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]  # episodes per sub-env, in order
     env_steps = 0
     try:
         obs, _ = env.reset(seed=seed)
-        end_episodes = getattr(policy, "end_episodes", None)
-        if end_episodes is not None:
-            end_episodes(torch.ones(n_envs, dtype=torch.bool))
+        policy.end_episodes(torch.ones(n_envs, dtype=torch.bool))
         start = time.perf_counter()
         while any(len(c) < q for c, q in zip(counted, quota)):
             chunk = policy.sample(obs, steps=steps, stochastic=stochastic, generator=generator)
             obs, _, terminated, truncated, info = env.step(chunk)
-            if end_episodes is not None:
-                end_episodes(terminated | truncated)
+            policy.end_episodes(terminated | truncated)
             if video is not None and not counted[0]:
                 frames.append(base.render(0))
             env_steps += int(info["steps"].sum())
@@ -110,7 +105,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     """Frames [H, W, 3] uint8 -> an H.264 mp4 (the ffmpeg binary that imageio-ffmpeg ships), written atomically."""
     import imageio_ffmpeg
 
-    from rlft.runtime.io import atomic_write
+    from rlft.io import atomic_write
 
     if not frames:
         raise ValueError("no frames to write")
@@ -126,12 +121,12 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     return atomic_write(path, encode)
 
 
-def policy_evaluator(cfg: DictConfig, run: Any) -> Callable[[Any, int], dict[str, float]]:
+def policy_evaluator(cfg: DictConfig) -> Callable[[ActingPolicy, int], dict[str, float]]:
     """For training loops: ``evaluate(policy, step)`` with the run's eval settings; returns loggable numbers."""
     refs = reference_returns(cfg)
     name = cfg.data.get("env") or cfg.env.name
 
-    def run_eval(policy: Any, step: int) -> dict[str, float]:
+    def run_eval(policy: ActingPolicy, step: int) -> dict[str, float]:
         was_training = policy.training
         policy.eval()
         out = evaluate(policy, name, int(cfg.eval.episodes), int(cfg.eval.seed), backend=cfg.eval.backend, refs=refs)

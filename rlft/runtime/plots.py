@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from rlft.runtime.io import atomic_write
+from rlft.io import atomic_write
 from rlft.runtime.run import read_metrics
 
 

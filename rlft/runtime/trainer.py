@@ -19,11 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rlft.errors import StopRequested
 from rlft.runtime.run import Run
-
-
-class StopRequested(KeyboardInterrupt):
-    """Raised by :func:`fit` after a stop signal, once the checkpoint at the next logging step is written."""
 
 
 @contextmanager

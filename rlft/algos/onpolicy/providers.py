@@ -10,7 +10,8 @@ they differ only here.
 
 Log-probs are element-wise Gaussian log-densities, clamped where configured, averaged over the executed
 part of the chunk and the action dims (DPPO's convention, which keeps ratios of long chunks tame).
-:func:`build_provider` also builds ResiP's residual provider (:mod:`rlft.algos.onpolicy.residual`).
+The registry names each algorithm's builder (:func:`build_dppo`, :func:`build_reinflow`, ResiP's
+:func:`~rlft.algos.onpolicy.residual.build_residual`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlft.algos.onpolicy.residual import ResidualProvider, build_residual
+from rlft.algos.onpolicy.residual import ResidualProvider
 from rlft.policies.backbones import SinusoidalEmbedding
 from rlft.policies.chain import StdFloor, gaussian_log_prob
 from rlft.policies.heads import RectifiedFlow
@@ -195,22 +196,14 @@ class ReinFlowChain(ChainProvider):
 Provider = ChainProvider | ResidualProvider
 
 
-def build_provider(algo: Any, base: Policy) -> Provider:
-    """The provider named by ``algo.name`` with its config section."""
-    if algo.name == "resip":
-        return build_residual(base, algo)
+def build_dppo(algo: Any, base: Policy) -> DPPOChain:
+    """The DPPO chain for ``base`` from the dppo algo config."""
     clamp = tuple(algo.logprob_clamp) if algo.get("logprob_clamp") else None
-    if algo.name == "dppo":
-        return DPPOChain(base, int(algo.steps), int(algo.ft_steps), float(algo.min_sampling_std), float(algo.min_logprob_std), clamp)
-    if algo.name == "reinflow":
-        return ReinFlowChain(
-            base,
-            int(algo.steps),
-            float(algo.min_std),
-            float(algo.max_std),
-            float(algo.noise_hold),
-            float(algo.noise_decay_end),
-            tuple(algo.noise_hidden),
-            clamp,
-        )
-    raise ValueError(f"no chain provider for algo '{algo.name}'")
+    return DPPOChain(base, int(algo.steps), int(algo.ft_steps), float(algo.min_sampling_std), float(algo.min_logprob_std), clamp)
+
+
+def build_reinflow(algo: Any, base: Policy) -> ReinFlowChain:
+    """The ReinFlow chain for ``base`` from the reinflow algo config."""
+    clamp = tuple(algo.logprob_clamp) if algo.get("logprob_clamp") else None
+    hold, decay_end = float(algo.noise_hold), float(algo.noise_decay_end)
+    return ReinFlowChain(base, int(algo.steps), float(algo.min_std), float(algo.max_std), hold, decay_end, tuple(algo.noise_hidden), clamp)

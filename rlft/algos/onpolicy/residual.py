@@ -25,9 +25,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from rlft.config import ConfigError
+from rlft.algos.registry import LoadOptions
+from rlft.errors import ConfigError
 from rlft.policies.chain import gaussian_log_prob
-from rlft.policies.policy import Policy, latest_checkpoint, load_policy, read_spec
+from rlft.policies.policy import Policy
+from rlft.runtime.checkpoint import latest_checkpoint, load_policy, load_weights, read_spec
 
 
 class ResidualActor(nn.Module):
@@ -179,12 +181,12 @@ class ResidualPolicy(nn.Module):
         return self.base.obs_horizon
 
     @property
-    def action_norm(self) -> nn.Module:
-        return self.base.action_norm
+    def default_steps(self) -> int:
+        return self.steps or self.base.default_steps
 
     @property
-    def head(self) -> nn.Module:
-        return self.base.head
+    def device(self) -> torch.device:
+        return self.base.device
 
     def train(self, mode: bool = True) -> "ResidualPolicy":
         super().train(mode)
@@ -205,7 +207,7 @@ class ResidualPolicy(nn.Module):
         return executed_actions(self.base, base_action, residual, self.scale)
 
 
-def build_residual(base: Policy, algo: Mapping[str, Any]) -> ResidualProvider:
+def build_residual(algo: Mapping[str, Any], base: Policy) -> ResidualProvider:
     """The provider for ``base`` from the resip algo config (``steps``, ``residual.*``)."""
     if algo.get("data_coef") or algo.get("reg_coef"):
         raise ConfigError("algo=resip trains a residual over a frozen base: algo.data_coef and algo.reg_coef must be 0")
@@ -214,20 +216,13 @@ def build_residual(base: Policy, algo: Mapping[str, Any]) -> ResidualProvider:
     return ResidualProvider(base, steps, int(res["hidden"]), int(res["depth"]), float(res["log_std"]), float(res["scale"]))
 
 
-def load_residual_policy(folder: Path, checkpoint: Path | None = None) -> ResidualPolicy:
+def load_residual_policy(folder: Path, checkpoint: Path | None = None, options: LoadOptions = LoadOptions()) -> ResidualPolicy:
     """The combined policy of a resip run: base weights (``policy.*``) and residual (``provider.residual.*``)
     from the newest (or the given) checkpoint, architecture and settings from ``policy.json``."""
-    from safetensors.torch import load_file
-
-    from rlft.runtime.run import CheckpointError
-
+    if options.selects or options.weights not in ("auto", "policy"):
+        raise ConfigError(f"{folder} is a resip run: it acts with its frozen base and the residual (no EMA weights, no Q selection)")
     checkpoint = Path(checkpoint or latest_checkpoint(folder))
     base = load_policy(folder, weights="policy", checkpoint=checkpoint)
-    provider = build_residual(base, read_spec(folder)["meta"]["algo_config"])
-    prefix = "provider.residual."
-    sd = {k[len(prefix) :]: v for k, v in load_file(str(checkpoint / "model.safetensors")).items() if k.startswith(prefix)}
-    missing = set(provider.residual.state_dict()) - set(sd)
-    if missing:
-        raise CheckpointError(f"{checkpoint}: no residual weights ({sorted(missing)[0]}, ...); not a resip checkpoint")
-    provider.residual.load_state_dict(sd, strict=True)
+    provider = build_residual(read_spec(folder)["meta"]["algo_config"], base)
+    load_weights(checkpoint, {"provider.residual": provider.residual})
     return provider.eval_policy().eval()

@@ -16,7 +16,8 @@ from rlft.datasets.readers.d4rl import read_d4rl
 from rlft.datasets.readers.dppo import read_dppo_npz
 from rlft.datasets.readers.minari import read_minari
 from rlft.datasets.readers.robomimic import read_robomimic
-from rlft.datasets.store import DatasetError, EpisodeStore, write_episodes
+from rlft.datasets.store import EpisodeStore, write_episodes
+from rlft.errors import DatasetError
 
 READERS: dict[str, Callable[[Path], Imported]] = {
     "d4rl": read_d4rl,

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from rlft.datasets.store import DatasetError
+from rlft.errors import DatasetError
 
 
 @dataclass

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from rlft.datasets.readers.base import Imported, check_lengths, env_from_name, open_hdf5, read_array
-from rlft.datasets.store import DatasetError
 from rlft.envs.registry import env_config
+from rlft.errors import DatasetError
 
 REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
 

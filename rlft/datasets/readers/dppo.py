@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rlft.datasets.readers.base import Imported, check_lengths
-from rlft.datasets.store import DatasetError
+from rlft.errors import DatasetError
 
 RENAME = {"states": "obs", "actions": "action", "rewards": "reward", "images": "obs/image", "terminals": "terminated"}
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rlft.datasets.readers.base import Imported, check_lengths, concat_episodes, env_from_name, open_hdf5, read_array
-from rlft.datasets.store import DatasetError
+from rlft.errors import DatasetError
 
 
 def _locate(path: Path) -> tuple[Path, Path]:

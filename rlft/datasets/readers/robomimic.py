@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from rlft.datasets.readers.base import Imported, check_lengths, concat_episodes, open_hdf5, read_array
-from rlft.datasets.store import DatasetError
+from rlft.errors import DatasetError
 
 
 def read_robomimic(path: Path) -> Imported:

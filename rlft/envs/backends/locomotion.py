@@ -16,7 +16,7 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 
-from rlft.config import ConfigError
+from rlft.errors import ConfigError
 
 Params = dict[str, Any]
 

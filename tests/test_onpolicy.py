@@ -82,13 +82,12 @@ TOY_FINETUNE = [
     "algo.critic_lr=0.003",
     "algo.critic_min_lr=0.003",
     "algo.clip=0.2",
-    "algo.clip_base=0.2",
 ]
 ALGOS = {
     "reinflow": ("flow_mlp", ["algo.batch_size=100"]),
     "dppo": (
         "diffusion_mlp",
-        ["algo.steps=10", "algo.ft_steps=5", "algo.batch_size=500", "algo.update_epochs=5"],
+        ["algo.steps=10", "algo.ft_steps=5", "algo.batch_size=500", "algo.update_epochs=5", "algo.clip_base=0.2"],
     ),
 }
 

@@ -52,7 +52,7 @@ class ChainPPOLearner:
         self.batched = make(cfg.env.name, self.n_envs, backend=cfg.train.backend, device=device)
         self.env = ActionChunk(ObsHistory(self.batched, base.obs_horizon), self.provider.exec_steps)  # ResiP: one env step
         self.scaler = RewardScaler(self.n_envs, float(algo.gamma)) if algo.reward_scaling else None
-        self.demo_batch = _demo_batches(cfg, self.policy, rng, device) if algo.data_coef else None
+        self.demo_batch = _demo_batches(cfg, self.policy, rng, device) if algo.get("data_coef") else None
 
     def modules(self) -> dict[str, nn.Module]:
         return {"provider": self.provider, "critic": self.critic} | ({"scaler": self.scaler} if self.scaler else {})

@@ -70,10 +70,13 @@ class ChainPPO:
         adv, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.truncated, cfg.gamma, cfg.gae_lambda)
         n = adv.numel()
         obs = rollout.obs.flatten(0, 1)
-        latents = rollout.stored["latents"].flatten(0, 1)
+        # what the provider sampled and scores again (its own names: chain latents; ResiP's base action and residual)
+        sampled = {k: v.flatten(0, 1) for k, v in rollout.stored.items() if k != "log_probs"}
         stored_lp = rollout.stored["log_probs"].flatten(0, 1)  # [n, K'] (per step) or [n, 1] (chain), from sampling
         adv, returns = adv.flatten(), returns.flatten()
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        # regularisers of chain fine-tuning (DPPO's BC term, ReinFlow's, the DDRL data anchor); ResiP's config has none
+        reg_coef, data_coef = cfg.get("reg_coef") or 0.0, cfg.get("data_coef") or 0.0
         k_steps = stored_lp.shape[1] if provider.per_step else 1
         n_items = n * k_steps  # (sample, step) pairs or samples
         batch = min(int(cfg.batch_size), n_items)
@@ -86,7 +89,7 @@ class ChainPPO:
         with torch.no_grad():
             for start in range(0, n_items, batch):
                 items = perms[0][start : start + batch]
-                old_lp[items] = self._new_log_probs(obs, latents, items // k_steps, items % k_steps)[0].cpu()
+                old_lp[items] = self._new_log_probs(obs, sampled, items // k_steps, items % k_steps)[0].cpu()
         recorded = stored_lp.flatten() if provider.per_step else stored_lp[:, 0]
         sampling_dev = (old_lp - recorded.cpu()).abs().max().item()
         logs: dict[str, list[float]] = {}
@@ -97,7 +100,7 @@ class ChainPPO:
             for start in range(0, n_items, batch):
                 items = perm[start : start + batch]
                 sample_idx, step_idx = items // k_steps, items % k_steps
-                new_lp, entropy = self._new_log_probs(obs, latents, sample_idx, step_idx)
+                new_lp, entropy = self._new_log_probs(obs, sampled, sample_idx, step_idx)
                 old = old_lp[items].to(new_lp)
                 a = adv[sample_idx]
                 if provider.per_step:  # noisier denoising steps count less
@@ -111,12 +114,12 @@ class ChainPPO:
                 if entropy is not None and cfg.ent_coef:
                     loss = loss - cfg.ent_coef * entropy.mean()
                 extra: list[tuple[str, torch.Tensor]] = []
-                if cfg.reg_coef:
+                if reg_coef:
                     extra.append(("loss/regularizer", provider.regularizer(obs[sample_idx])))
-                    loss = loss + cfg.reg_coef * extra[-1][1]
-                if cfg.data_coef and demo_batch is not None:
+                    loss = loss + reg_coef * extra[-1][1]
+                if data_coef and demo_batch is not None:
                     extra.append(("loss/data", provider.actor.loss(demo_batch())))
-                    loss = loss + cfg.data_coef * extra[-1][1]
+                    loss = loss + data_coef * extra[-1][1]
                 self.actor_opt.zero_grad(set_to_none=True)
                 self.critic_opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -159,20 +162,21 @@ class ChainPPO:
         return out | provider.metrics()
 
     def _new_log_probs(
-        self, obs: torch.Tensor, latents: torch.Tensor, sample_idx: torch.Tensor, step_idx: torch.Tensor
+        self, obs: torch.Tensor, sampled: Mapping[str, torch.Tensor], sample_idx: torch.Tensor, step_idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(log-probs [m] in item order, entropy [m] or None) under the current parameters."""
         provider = self.provider
         if not provider.per_step:
-            return provider.chain_log_probs(obs[sample_idx], latents[sample_idx])
-        new_lp = torch.empty(len(sample_idx), device=latents.device)
+            return provider.chain_log_probs(obs[sample_idx], {k: v[sample_idx] for k, v in sampled.items()})
+        new_lp = torch.empty(len(sample_idx), device=obs.device)
         for k in step_idx.unique().tolist():  # one network call per denoising step present
             at = (step_idx == k).nonzero().flatten()
             idx = sample_idx[at]
-            new_lp = new_lp.index_put((at,), provider.step_log_probs(obs[idx], latents[idx], k))
+            new_lp = new_lp.index_put((at,), provider.step_log_probs(obs[idx], {key: v[idx] for key, v in sampled.items()}, k))
         return new_lp, None
 
     def _clip_ranges(self, step_idx: torch.Tensor, k_steps: int) -> torch.Tensor:
         """Clip range per item: :func:`clip_schedule` of its denoising step (one value for chain ratios)."""
-        n = k_steps if self.provider.per_step else 1
-        return torch.as_tensor(clip_schedule(step_idx.float(), n, self.cfg.clip_base, self.cfg.clip)).expand(step_idx.shape)
+        if not self.provider.per_step:
+            return torch.as_tensor(float(self.cfg.clip)).expand(step_idx.shape)
+        return torch.as_tensor(clip_schedule(step_idx.float(), k_steps, self.cfg.clip_base, self.cfg.clip)).expand(step_idx.shape)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -88,9 +88,9 @@ class DPPOChain(ChainProvider):
         self.sampling_noise, self.logprob_noise = StdFloor(min_sampling_std), StdFloor(min_logprob_std)
         self.register_buffer("grid", self.actor.head.time_grid(steps)[self.start :].clone(), persistent=False)
 
-    def step_log_probs(self, obs: torch.Tensor, latents: torch.Tensor, step: int) -> torch.Tensor:
-        """Reduced log-prob [B] of fine-tuned transition ``step`` (0 = noisiest) under the current actor."""
-        lp, _ = self.actor.transition_log_probs(obs, latents, self.grid, self.logprob_noise, [step], reduce=False, start=self.start)
+    def step_log_probs(self, obs: torch.Tensor, sampled: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
+        """Reduced log-prob [B] of fine-tuned transition ``step`` (0 = noisiest) of ``sampled["latents"]`` under the current actor."""
+        lp, _ = self.actor.transition_log_probs(obs, sampled["latents"], self.grid, self.logprob_noise, [step], reduce=False, start=self.start)
         return self._reduce(lp[:, 0])
 
     @torch.no_grad()
@@ -105,7 +105,7 @@ class DPPOChain(ChainProvider):
         """DPPO's optional BC term: minus the actor's log-likelihood of chains sampled by the frozen base."""
         with torch.no_grad():
             chain = self.base[0].chain(obs, self.steps, noise=self.sampling_noise)
-        return -torch.stack([self.step_log_probs(obs, chain.latents[:, self.start :], k) for k in range(self.ft_steps)], 1).mean()
+        return -torch.stack([self.step_log_probs(obs, {"latents": chain.latents[:, self.start :]}, k) for k in range(self.ft_steps)], 1).mean()
 
 
 class NoiseNet(nn.Module):
@@ -167,8 +167,9 @@ class ReinFlowChain(ChainProvider):
     def set_progress(self, fraction: float) -> None:
         self.noise.max_std.fill_(hold_then_cosine(fraction, self.max_std_start, self.noise.min_std, self.hold, self.decay_end))
 
-    def chain_log_probs(self, obs: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reduced chain log-prob [B], entropy per element [B]) under the current actor and noise net."""
+    def chain_log_probs(self, obs: torch.Tensor, sampled: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reduced chain log-prob [B], entropy per element [B]) of ``sampled["latents"]`` under the current actor and noise net."""
+        latents = sampled["latents"]
         lp, std = self.actor.transition_log_probs(obs, latents, self.grid, self.noise, reduce=False)
         x0 = latents[:, 0]
         total = lp.sum(1) + gaussian_log_prob(x0, torch.zeros_like(x0), torch.ones_like(x0))

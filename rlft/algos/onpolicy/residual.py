@@ -109,8 +109,8 @@ def executed_actions(base: Policy, base_action: torch.Tensor, residual: torch.Te
 class ResidualProvider(nn.Module):
     """ResiP for :class:`~rlft.algos.onpolicy.ppo.ChainPPO`: one Gaussian ratio per env step.
 
-    The rollout env executes one action per step (``exec_steps`` = 1). Stored per sample: ``latents``
-    [2, A] = (normalized base action, sampled residual) and the residual's ``log_probs`` [1]. The base is
+    The rollout env executes one action per step (``exec_steps`` = 1). Stored per sample: ``base_action``
+    [A] (normalized), the sampled ``residual`` [A] and the residual's ``log_probs`` [1]. The base is
     held in a list (not a submodule): never trained, and saved once, as the run's ``policy``.
     """
 
@@ -139,17 +139,17 @@ class ResidualProvider(nn.Module):
 
     @torch.no_grad()
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """obs [N, T, D] -> (raw actions [N, 1, A], {latents [N, 2, A], log_probs [N, 1]})."""
+        """obs [N, T, D] -> (raw actions [N, 1, A], {base_action [N, A], residual [N, A], log_probs [N, 1]})."""
         base_action = self.queue.next(obs)
         mean = self.residual(self.base[0].normalized_state(obs), base_action)
         std = self.residual.log_std.exp().expand_as(mean)
         residual = mean + std * torch.randn_like(mean)
         log_probs = gaussian_log_prob(residual, mean, std).sum(-1, keepdim=True)
-        return executed_actions(self.base[0], base_action, residual, self.scale), {"latents": torch.stack([base_action, residual], 1), "log_probs": log_probs}
+        return executed_actions(self.base[0], base_action, residual, self.scale), {"base_action": base_action, "residual": residual, "log_probs": log_probs}
 
-    def chain_log_probs(self, obs: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def chain_log_probs(self, obs: torch.Tensor, sampled: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-prob [B], entropy [B]) of the stored residuals under the current residual actor."""
-        return self.residual.log_prob(self.base[0].normalized_state(obs), latents[:, 0], latents[:, 1])
+        return self.residual.log_prob(self.base[0].normalized_state(obs), sampled["base_action"], sampled["residual"])
 
     def set_progress(self, fraction: float) -> None:
         """No schedules."""
@@ -209,8 +209,6 @@ class ResidualPolicy(nn.Module):
 
 def build_residual(algo: Mapping[str, Any], base: Policy) -> ResidualProvider:
     """The provider for ``base`` from the resip algo config (``steps``, ``residual.*``)."""
-    if algo.get("data_coef") or algo.get("reg_coef"):
-        raise ConfigError("algo=resip trains a residual over a frozen base: algo.data_coef and algo.reg_coef must be 0")
     res = algo["residual"]
     steps = int(algo["steps"]) if algo.get("steps") else None
     return ResidualProvider(base, steps, int(res["hidden"]), int(res["depth"]), float(res["log_std"]), float(res["scale"]))

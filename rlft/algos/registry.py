@@ -149,6 +149,14 @@ ALGOS: dict[str, AlgoSpec] = {
             "rlft.algos.offline:load_offline_policy",
             "one-step mean-flow actor + twin Q",
         ),
+        AlgoSpec(
+            "iql",
+            "offline",
+            None,
+            "rlft.algos.iql:train_iql",
+            "rlft.algos.iql:load_iql_policy",
+            "expectile V + twin Q, advantage-weighted generative actor",
+        ),
     )
 }
 

@@ -78,15 +78,15 @@ def _describe(tp: Any) -> str:
     return "a mapping" if dataclasses.is_dataclass(tp) else _KINDS.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _instantiate(node: DictConfig, prefix: str = "") -> Any:
-    """``OmegaConf.to_object(node)``, which runs every ``__post_init__``; a failed rule's message gets the
-    dotted path of the section whose rule it is (``n_envs=0: ...`` -> ``train.n_envs=0: ...``)."""
+def _check_rules(node: DictConfig, prefix: str = "") -> None:
+    """Build the dataclasses of ``node`` (``OmegaConf.to_object`` runs every ``__post_init__``); a failed rule's
+    message gets the dotted path of the section whose rule it is (``n_envs=0: ...`` -> ``train.n_envs=0: ...``)."""
     try:
-        return OmegaConf.to_object(node)
+        OmegaConf.to_object(node)
     except ConfigError as e:
         for key, child in node.items():
             if isinstance(child, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(child)):
-                _instantiate(child, f"{prefix}{key}.")  # raises with the longer path if the rule is in there
+                _check_rules(child, f"{prefix}{key}.")  # raises with the longer path if the rule is in there
         raise ConfigError(f"{prefix}{e}") from None
 
 
@@ -99,7 +99,7 @@ def _validate(cfg: DictConfig, command: str, algo_schema: str | None) -> DictCon
         schema.algo = OmegaConf.structured(entry_point(algo_schema))
     try:
         typed = OmegaConf.merge(schema, cfg)
-        _instantiate(typed)
+        _check_rules(typed)
     except ConfigKeyError as e:
         raise ConfigError(f"unknown config key '{e.full_key}': {OmegaConf.get_type(e.parent_node).__name__} in rlft/schemas.py has no such field") from None
     except MissingMandatoryValue as e:

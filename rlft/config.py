@@ -6,19 +6,28 @@ the key ``<group>``. Command-line overrides are ``group=option`` (pick another f
 ``dotted.key=value`` (change a value that exists). Anything unknown is a :class:`ConfigError` whose
 message names the bad item and the valid choices. OmegaConf interpolations (``${env.id}``) are allowed;
 no resolver evaluates code.
+
+The resolved config is then typed and checked once against the command's schema in :mod:`rlft.schemas`,
+its ``algo`` section against the chosen algorithm's (``AlgoSpec.config`` in :mod:`rlft.algos.registry`):
+values take their field's type (``train.lr=3e-4`` is the float 0.0003), and a value of the wrong type or
+out of range is a one-line :class:`ConfigError` naming the dotted key, the value and the rule.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Union, get_args, get_origin, get_type_hints
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
+from rlft.algos.registry import COMMAND_KIND, entry_point, get
 from rlft.errors import ConfigError
 from rlft.paths import CONFIG_DIR
+from rlft.schemas import COMMANDS, show
 
 
 def groups(config_dir: Path = CONFIG_DIR) -> dict[str, list[str]]:
@@ -57,28 +66,50 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _check_type(key: str, old: Any, new: Any) -> None:
-    """Refuse a value whose kind differs from the default's (a string where a number belongs)."""
-    if old is None or new is None:
-        return
-    number = (int, float)
-    if isinstance(old, bool) or isinstance(new, bool):
-        ok = isinstance(old, bool) and isinstance(new, bool)
-    elif isinstance(old, number):
-        ok = isinstance(new, number) and not (isinstance(old, int) and isinstance(new, float) and not new.is_integer())
-    elif isinstance(old, str):
-        ok = isinstance(new, (str, int, float))
-    elif isinstance(old, (dict, DictConfig)):
-        ok = isinstance(new, dict)
-    elif isinstance(old, (list, ListConfig)):
-        ok = isinstance(new, list)
-    else:
-        ok = True
-    if not ok:
-        raise ConfigError(f"{key}={new!r}: expected a value like the default {old!r} ({type(old).__name__})")
-
-
 _MISSING = object()
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list", dict: "a mapping"}
+
+
+def _describe(tp: Any) -> str:
+    """A field type in words: ``Optional[int]`` -> "an integer or null"."""
+    if get_origin(tp) is Union:
+        return " or ".join(_describe(a) if a is not type(None) else "null" for a in get_args(tp))
+    tp = get_origin(tp) or tp
+    return "a mapping" if dataclasses.is_dataclass(tp) else _KINDS.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _check_rules(node: DictConfig, prefix: str = "") -> None:
+    """Build the dataclasses of ``node`` (``OmegaConf.to_object`` runs every ``__post_init__``); a failed rule's
+    message gets the dotted path of the section whose rule it is (``n_envs=0: ...`` -> ``train.n_envs=0: ...``)."""
+    try:
+        OmegaConf.to_object(node)
+    except ConfigError as e:
+        for key, child in node.items():
+            if isinstance(child, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(child)):
+                _check_rules(child, f"{prefix}{key}.")  # raises with the longer path if the rule is in there
+        raise ConfigError(f"{prefix}{e}") from None
+
+
+def _validate(cfg: DictConfig, command: str, algo_schema: str | None) -> DictConfig:
+    """``cfg`` typed by the schema of ``command`` (``algo``: by ``algo_schema``, ``"module:Class"``) and checked by its rules."""
+    if command not in COMMANDS:
+        raise ConfigError(f"rlft.schemas has no schema for command '{command}'; schemas: {_choices(COMMANDS)}")
+    schema = OmegaConf.structured(COMMANDS[command])
+    if algo_schema is not None:
+        schema.algo = OmegaConf.structured(entry_point(algo_schema))
+    try:
+        typed = OmegaConf.merge(schema, cfg)
+        _check_rules(typed)
+    except ConfigKeyError as e:
+        raise ConfigError(f"unknown config key '{e.full_key}': {OmegaConf.get_type(e.parent_node).__name__} in rlft/schemas.py has no such field") from None
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"{e.full_key}: no value; the config must set it") from None
+    except OmegaConfBaseException as e:  # a value that does not convert to its field's type
+        owner = OmegaConf.get_type(e.parent_node) if e.parent_node is not None else None
+        hints = get_type_hints(owner) if dataclasses.is_dataclass(owner) else {}
+        rule = f"expected {_describe(hints[e.key])}" if e.key in hints else str(e.msg).splitlines()[0]
+        raise ConfigError(f"{e.full_key}={show(e.value)}: {rule}") from None
+    return OmegaConf.create(OmegaConf.to_container(typed))
 
 
 def _flatten(section: DictConfig, prefix: str = "") -> list[tuple[str, Any]]:
@@ -118,6 +149,8 @@ def compose(command: str, overrides: Iterable[str] = (), config_dir: Path = CONF
             raise ConfigError(f"{base_path.name}: unknown group '{group}'; groups: {_choices(all_groups)}")
         if option not in all_groups[group]:
             raise ConfigError(f"{base_path.name}: unknown option '{option}' for group '{group}'; choose one of: {_choices(all_groups[group])}")
+    # an algorithm of another kind fails here, with the registry's message, before its YAML is merged
+    algo_schema = get(chosen["algo"], COMMAND_KIND.get(command)).config if "algo" in chosen else None
     options = {g: _load_yaml(config_dir / g / f"{o}.yaml") for g, o in chosen.items()}
     # an option may set values of the command's own config (algo=dsrl: train.n_envs), below the overrides
     sets = [(f"{g}/{chosen[g]}.yaml", opt.pop("command_defaults")) for g, opt in options.items() if "command_defaults" in opt]
@@ -143,13 +176,13 @@ def compose(command: str, overrides: Iterable[str] = (), config_dir: Path = CONF
                 raise ConfigError(f"unknown config key '{here}'{hint}")
             if depth < len(parts) - 1:
                 node = node[part]
-        _check_type(key, node[parts[-1]], value)
         node[parts[-1]] = value
 
     try:
         OmegaConf.resolve(cfg)
     except Exception as e:
         raise ConfigError(f"config interpolation failed: {str(e).splitlines()[0]}") from None
+    cfg = _validate(cfg, command, algo_schema)
     OmegaConf.set_struct(cfg, True)
     return cfg
 

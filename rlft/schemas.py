@@ -498,19 +498,14 @@ class PPOConfig:
 
     name: str = MISSING
     policy: str = MISSING
-    logprob_clamp: Optional[List[float]] = MISSING
     gamma: float = MISSING
     gae_lambda: float = MISSING
-    gamma_denoising: float = MISSING
     clip: float = MISSING
-    clip_base: float = MISSING
     update_epochs: int = MISSING
     batch_size: int = MISSING
     vf_coef: float = MISSING
     ent_coef: float = MISSING
     target_kl: float = MISSING
-    reg_coef: float = MISSING
-    data_coef: float = MISSING
     actor_lr: float = MISSING
     actor_min_lr: float = MISSING
     critic_lr: float = MISSING
@@ -525,11 +520,9 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         non_empty(self, "name", "policy")
-        if self.logprob_clamp is not None and not (len(self.logprob_clamp) == 2 and self.logprob_clamp[0] < self.logprob_clamp[1]):
-            _fail("logprob_clamp", self.logprob_clamp, "must be [low, high] with low < high, or null")
-        fraction(self, "gamma", "gae_lambda", "gamma_denoising")
-        positive(self, "clip", "clip_base", "update_epochs", "batch_size", "target_kl", "max_grad_norm", "critic_hidden", "critic_depth")
-        non_negative(self, "vf_coef", "ent_coef", "reg_coef", "data_coef", "lr_warmup", "actor_weight_decay", "critic_weight_decay")
+        fraction(self, "gamma", "gae_lambda")
+        positive(self, "clip", "update_epochs", "batch_size", "target_kl", "max_grad_norm", "critic_hidden", "critic_depth")
+        non_negative(self, "vf_coef", "ent_coef", "lr_warmup", "actor_weight_decay", "critic_weight_decay")
         learning_rate(self, "actor_lr", "critic_lr")
         min_learning_rate(self, "actor_lr", "actor_min_lr")
         min_learning_rate(self, "critic_lr", "critic_min_lr")
@@ -537,27 +530,40 @@ class PPOConfig:
 
 @dataclass
 class ChainConfig(PPOConfig):
-    """PPO over a policy's sampling chain of ``steps`` steps, with the optional demonstration anchor."""
+    """PPO over a policy's sampling chain of ``steps`` steps, with element-wise log-probs clamped to
+    ``logprob_clamp``, and the optional regularisers: ``reg_coef`` (the provider's own) and ``data_coef``
+    (the demonstration anchor, ``data_batch_size`` windows a step)."""
 
     steps: int = MISSING
+    logprob_clamp: Optional[List[float]] = MISSING
+    reg_coef: float = MISSING
+    data_coef: float = MISSING
     data_batch_size: int = MISSING
 
     def __post_init__(self) -> None:
         super().__post_init__()
         positive(self, "steps", "data_batch_size")
+        non_negative(self, "reg_coef", "data_coef")
+        if self.logprob_clamp is not None and not (len(self.logprob_clamp) == 2 and self.logprob_clamp[0] < self.logprob_clamp[1]):
+            _fail("logprob_clamp", self.logprob_clamp, "must be [low, high] with low < high, or null")
 
 
 @dataclass
 class DPPOConfig(ChainConfig):
-    """``algo=dppo``: the last ``ft_steps`` of ``steps`` DDPM steps fine-tuned, std floors."""
+    """``algo=dppo``: the last ``ft_steps`` of ``steps`` DDPM steps fine-tuned, std floors, one ratio per
+    denoising step with the clip from ``clip_base`` (noisiest) to ``clip`` and advantages discounted by
+    ``gamma_denoising`` along the chain."""
 
     ft_steps: int = MISSING
     min_sampling_std: float = MISSING
     min_logprob_std: float = MISSING
+    clip_base: float = MISSING
+    gamma_denoising: float = MISSING
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive(self, "ft_steps", "min_sampling_std", "min_logprob_std")
+        positive(self, "ft_steps", "min_sampling_std", "min_logprob_std", "clip_base")
+        fraction(self, "gamma_denoising")
         at_most(self, "ft_steps", "steps")
 
 

@@ -16,12 +16,13 @@ shared :func:`rlft.runtime.evaluate.evaluate` of the acting policy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
 from rlft.algos.critics import TwinQ, ValueNet, expectile_loss
@@ -38,8 +39,33 @@ from rlft.runtime.plots import plot_metrics
 from rlft.runtime.run import Run
 from rlft.runtime.seeding import seed_everything
 from rlft.runtime.trainer import fit
+from rlft.schemas import CriticConfig, PolicyConfig, SelectConfig, fraction, learning_rate, non_empty, non_negative, positive
 
 PLOTTED = ("q_loss", "v_loss", "actor_loss", "eval/normalized_score")
+
+
+@dataclass
+class IQLConfig:
+    """``algo=iql`` (defaults in configs/algo/iql.yaml): ``expectile`` of V, AWR ``temperature`` and ``max_weight``."""
+
+    name: str = MISSING
+    gamma: float = MISSING
+    tau: float = MISSING
+    expectile: float = MISSING
+    temperature: float = MISSING
+    max_weight: float = MISSING
+    lr: float = MISSING
+    normalize_rewards: bool = MISSING
+    select: SelectConfig = MISSING
+    critic: CriticConfig = MISSING
+    policy: PolicyConfig = MISSING
+
+    def __post_init__(self) -> None:
+        non_empty(self, "name")
+        fraction(self, "gamma", "tau", "expectile")
+        positive(self, "max_weight")
+        non_negative(self, "temperature")  # 0: plain BC
+        learning_rate(self, "lr")
 
 
 def reward_scale(store: EpisodeStore) -> float:

@@ -152,7 +152,7 @@ ALGOS: dict[str, AlgoSpec] = {
         AlgoSpec(
             "iql",
             "offline",
-            None,
+            "rlft.algos.iql:IQLConfig",
             "rlft.algos.iql:train_iql",
             "rlft.algos.iql:load_iql_policy",
             "expectile V + twin Q, advantage-weighted generative actor",

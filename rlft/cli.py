@@ -168,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     cfg, run = started
     entry_point(get(cfg.algo.name if "algo" in cfg else "bc").train)(cfg, run)
-    summary = {"plot": str(run.folder / "learning_curve.png")} if kind == "online" else {"steps": int(cfg.train.steps)}
+    summary = {"plot": str(run.folder / "learning_curve.png")} if kind == "online" else {"steps": cfg.train.steps}
     print(json.dumps({"run": str(run.folder), **summary}))
     return 0
 
@@ -219,11 +219,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(
         policy,
         meta["env"],
-        int(cfg.n_episodes),
-        int(cfg.seed),
+        cfg.n_episodes,
+        cfg.seed,
         backend=cfg.backend,
         steps=cfg.steps,
-        n_envs=int(cfg.n_envs),
+        n_envs=cfg.n_envs,
         refs=refs,
         video=video,
         stochastic=False if cfg.sampler == "deterministic" else None,

@@ -183,6 +183,10 @@ def compose(command: str, overrides: Iterable[str] = (), config_dir: Path = CONF
     except Exception as e:
         raise ConfigError(f"config interpolation failed: {str(e).splitlines()[0]}") from None
     cfg = _validate(cfg, command, algo_schema)
+    if "algo" in chosen and cfg.algo.name != chosen["algo"]:  # the registry dispatches by algo.name
+        raise ConfigError(
+            f"algo.name={cfg.algo.name}: the name of configs/algo/{chosen['algo']}.yaml stays '{chosen['algo']}'; choose another with algo=<name>"
+        )
     OmegaConf.set_struct(cfg, True)
     return cfg
 

@@ -396,11 +396,14 @@ class CollectConfig(CommandConfig):
 
 @dataclass
 class SelectOverride:
-    """``rlft eval``'s Q selection of an offline run; null = the run's own. Checked by the run's loader
-    (``rlft.algos.offline.check_select``), which knows whether the run selects at all."""
+    """``rlft eval``'s Q selection of an offline run; null = the run's own. The run's loader checks the rule
+    and whether the run selects at all."""
 
     candidates: Optional[int] = MISSING
     rule: Optional[str] = MISSING
+
+    def __post_init__(self) -> None:
+        positive(self, "candidates")
 
 
 @dataclass

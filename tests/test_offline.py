@@ -210,7 +210,7 @@ def test_eval_changes_q_selection_of_offline_runs_only(tmp_path, capsys):
     assert main(["eval", f"run={run}", "n_episodes=1", "select.candidates=3"]) == 0
     assert "episodes (Q selection among 3, softmax)" in capsys.readouterr().out  # the run's own rule
     for bad, message in [
-        (["select.candidates=0"], "candidates >= 1"),
+        (["select.candidates=0"], "select.candidates=0: must be > 0"),
         (["select.rule=best"], "rule must be one of"),
         (["weights=policy", "select.candidates=8"], "EMA actor; weights=policy is the raw actor"),
     ]:

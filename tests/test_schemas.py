@@ -106,6 +106,10 @@ RULES = [  # (argv, the dotted key its error names)
     (["pretrain", "run.name="], "run.name"),
     (["offline", "run.name=a/b"], "run.name"),
     (["collect", "run.keep_checkpoints=-1"], "run.keep_checkpoints"),
+    (["offline", "algo.name=ofql"], "algo.name"),  # the registry dispatches by this name
+    (["eval", "select.candidates=0"], "select.candidates"),
+    (["offline", "algo=iql", "algo.expectile=1.5"], "algo.expectile"),
+    (["offline", "algo=iql", "algo.temperature=-1"], "algo.temperature"),
     # probabilities, discounts and rates in [0, 1]
     (["finetune", "algo.gamma=1.5"], "algo.gamma"),
     (["finetune", "algo=dppo", "algo.gae_lambda=-0.1"], "algo.gae_lambda"),

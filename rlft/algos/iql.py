@@ -98,7 +98,7 @@ def train_iql(cfg: DictConfig, run: Run) -> nn.Module:
     scale = reward_scale(store) if algo.normalize_rewards else 1.0
     algo_config = OmegaConf.to_container(algo, resolve=True) | {"reward_scale": scale}
     write_spec(run.folder, actor, policy_meta(cfg, f"rlft offline algo={algo.name}, run {run.folder}") | {"algo": algo.name, "algo_config": algo_config})
-    hidden, depth = int(algo.critic.hidden), int(algo.critic.depth)
+    hidden, depth = algo.critic.hidden, algo.critic.depth
     critic = TwinQ(actor.encoder.out_dim, actor.horizon * actor.action_dim, hidden, depth).to(device)
     value = ValueNet(actor.encoder.out_dim, hidden, depth).to(device)
     opts = {
@@ -106,8 +106,8 @@ def train_iql(cfg: DictConfig, run: Run) -> nn.Module:
         "q_opt": torch.optim.Adam(critic.trained_parameters(), lr=algo.lr),
         "v_opt": torch.optim.Adam(value.parameters(), lr=algo.lr),
     }
-    steps, batch_size, obs_keys = int(cfg.train.steps), int(cfg.train.batch_size), list(algo.policy.obs_keys)
-    eval_every = int(cfg.eval.every) if evaluate is not None else 0
+    steps, batch_size, obs_keys = cfg.train.steps, cfg.train.batch_size, list(algo.policy.obs_keys)
+    eval_every = cfg.eval.every if evaluate is not None else 0
 
     def step_on(name: str, loss: torch.Tensor) -> None:
         opts[name].zero_grad(set_to_none=True)
@@ -122,7 +122,7 @@ def train_iql(cfg: DictConfig, run: Run) -> nn.Module:
             action = actor.action_norm(batch["action"])
             q_target = critic.target(state, action).min(0).values
         v = value(state)
-        v_loss = expectile_loss(q_target - v, float(algo.expectile)).mean()
+        v_loss = expectile_loss(q_target - v, algo.expectile).mean()
         step_on("v_opt", v_loss)
         with torch.no_grad():  # the actor and the critic use the updated V, as IQL's learner
             v_new = value(state)
@@ -130,8 +130,8 @@ def train_iql(cfg: DictConfig, run: Run) -> nn.Module:
         q = critic(state, action)
         q_loss = ((q - target) ** 2).mean(1).sum()
         step_on("q_opt", q_loss)
-        critic.update_target(float(algo.tau))
-        weights = awr_weights(q_target, v_new, float(algo.temperature), float(algo.max_weight))
+        critic.update_target(algo.tau)
+        weights = awr_weights(q_target, v_new, algo.temperature, algo.max_weight)
         actor_loss = (weights * actor.loss(batch, reduce=False)).mean()
         step_on("actor_opt", actor_loss)
         metrics: dict[str, Any] = {"q_loss": q_loss.item(), "v_loss": v_loss.item(), "actor_loss": actor_loss.item()}
@@ -147,8 +147,8 @@ def train_iql(cfg: DictConfig, run: Run) -> nn.Module:
         modules={"policy": actor, "critic": critic, "value": value},
         optimizers=opts,
         generators={"data": rng},
-        log_every=int(cfg.train.log_every),
-        checkpoint_every=int(cfg.train.checkpoint_every),
+        log_every=cfg.train.log_every,
+        checkpoint_every=cfg.train.checkpoint_every,
         desc=f"offline {algo.name}",
     )
     plot_metrics(run.folder, PLOTTED, run.folder / "learning_curve.png")

@@ -53,7 +53,7 @@ def check(cfg: DictConfig) -> None:
             f"offline RL learns Q over single actions: set algo.policy.horizon=1 and algo.policy.act_steps=1 (got {algo.policy.horizon}, "
             f"{algo.policy.act_steps})"
         )
-    check_select(int(algo.select.candidates), algo.select.rule, "algo.select")
+    check_select(algo.select.candidates, algo.select.rule, "algo.select")
     check_data(cfg, algo.policy)
     TransitionSampler(EpisodeStore(cfg.data.path), list(algo.policy.obs_keys))  # rewards, terminals, usable transitions
 
@@ -146,25 +146,25 @@ def train_offline(cfg: DictConfig, run: Run) -> QSelect:
     # `rlft eval run=...` rebuilds what the run acts with from this: EMA actor + Q selection (load_offline_policy)
     algo_config = OmegaConf.to_container(algo, resolve=True)
     write_spec(run.folder, actor, policy_meta(cfg, f"rlft offline algo={algo.name}, run {run.folder}") | {"algo": algo.name, "algo_config": algo_config})
-    critic = TwinQ(actor.encoder.out_dim, actor.horizon * actor.action_dim, int(algo.critic.hidden), int(algo.critic.depth)).to(device)
+    critic = TwinQ(actor.encoder.out_dim, actor.horizon * actor.action_dim, algo.critic.hidden, algo.critic.depth).to(device)
     ema = EMA(actor, decay=algo.ema.decay, every=algo.ema.every, start=algo.ema.start)
-    steps, batch_size = int(cfg.train.steps), int(cfg.train.batch_size)
+    steps, batch_size = cfg.train.steps, cfg.train.batch_size
     actor_opt = torch.optim.Adam(actor.parameters(), lr=algo.lr)
     critic_opt = torch.optim.Adam(critic.trained_parameters(), lr=algo.lr)
     factor = warmup_cosine(0, steps, 0.0) if algo.lr_decay else (lambda step: 1.0)
     actor_sched, critic_sched = (torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (actor_opt, critic_opt))
     obs_keys = list(algo.policy.obs_keys)
-    grad_clip = float(algo.grad_clip) if algo.grad_clip else float("inf")
-    eval_every = int(cfg.eval.every) if evaluate is not None else 0
+    grad_clip = algo.grad_clip if algo.grad_clip else float("inf")
+    eval_every = cfg.eval.every if evaluate is not None else 0
     learn_q = learns_critic(algo)
     clock = {"t": time.perf_counter()}
 
     def acting(model: Policy) -> QSelect:
-        return QSelect(model, critic, int(algo.select.candidates), algo.select.rule).eval()
+        return QSelect(model, critic, algo.select.candidates, algo.select.rule).eval()
 
     def next_value(next_obs: dict[str, torch.Tensor], next_state: torch.Tensor) -> torch.Tensor:
         """min_i Q_i'(s', a') [B], a' from the EMA actor (max over samples first with max_q_backup)."""
-        n = int(algo.backup_samples) if algo.max_q_backup else 1
+        n = algo.backup_samples if algo.max_q_backup else 1
         with torch.no_grad():
             a_next = actor_action(ema.model, _repeat(next_obs, n))
             q = critic.target(next_state.repeat_interleave(n, 0), a_next).view(2, -1, n)
@@ -220,8 +220,8 @@ def train_offline(cfg: DictConfig, run: Run) -> QSelect:
         modules={"policy": actor, "ema": ema, "critic": critic},
         optimizers={"actor_opt": actor_opt, "critic_opt": critic_opt, "actor_sched": actor_sched, "critic_sched": critic_sched},
         generators={"data": rng},
-        log_every=int(cfg.train.log_every),
-        checkpoint_every=int(cfg.train.checkpoint_every),
+        log_every=cfg.train.log_every,
+        checkpoint_every=cfg.train.checkpoint_every,
         desc=f"offline {algo.name}",
     )
     plot_metrics(run.folder, PLOTTED, run.folder / "learning_curve.png")

@@ -108,7 +108,7 @@ def run_online(cfg: DictConfig, run: Run, build: Callable[[DictConfig, Policy, n
     }
     write_spec(run.folder, learner.policy, meta)
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
-    n_iters = int(cfg.train.iterations)
+    n_iters = cfg.train.iterations
 
     def iteration(itr: int) -> dict[str, Any]:
         start = time.perf_counter()
@@ -123,11 +123,11 @@ def run_online(cfg: DictConfig, run: Run, build: Callable[[DictConfig, Policy, n
             successes = [e["success"] for e in episodes if e["success"] is not None]
             if successes:
                 metrics["train/success_rate"] = sum(successes) / len(successes)
-        if cfg.eval.episodes and (itr % int(cfg.eval.every) == 0 or itr == n_iters or itr == 1):
+        if cfg.eval.episodes and (itr % cfg.eval.every == 0 or itr == n_iters or itr == 1):
             policy = learner.acting_policy()
             was_training = policy.training
             policy.eval()
-            result = evaluate(policy, cfg.env.name, int(cfg.eval.episodes), int(cfg.eval.seed), backend=cfg.train.backend, refs=refs)
+            result = evaluate(policy, cfg.env.name, cfg.eval.episodes, cfg.eval.seed, backend=cfg.train.backend, refs=refs)
             policy.train(was_training)
             metrics |= {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
         return metrics
@@ -141,7 +141,7 @@ def run_online(cfg: DictConfig, run: Run, build: Callable[[DictConfig, Policy, n
             optimizers=learner.optimizers(),
             generators={"data": rng},
             log_every=1,
-            checkpoint_every=int(cfg.train.checkpoint_every),
+            checkpoint_every=cfg.train.checkpoint_every,
             desc=f"finetune {cfg.algo.name}",
         )
     finally:

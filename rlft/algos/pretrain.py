@@ -68,8 +68,8 @@ def pretrain(cfg: DictConfig, run: Run) -> Policy:
     ema = EMA(policy, decay=cfg.ema.decay, every=cfg.ema.every, start=cfg.ema.start)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.train.warmup, cfg.train.steps, cfg.train.min_lr / cfg.train.lr))
-    batch_size = int(cfg.train.batch_size)
-    eval_every = int(cfg.eval.every) if evaluate is not None else 0
+    batch_size = cfg.train.batch_size
+    eval_every = cfg.eval.every if evaluate is not None else 0
     clock = {"t": time.perf_counter()}
 
     def update(step: int) -> dict[str, Any]:
@@ -95,12 +95,12 @@ def pretrain(cfg: DictConfig, run: Run) -> Policy:
     fit(
         run,
         update,
-        int(cfg.train.steps),
+        cfg.train.steps,
         modules={"policy": policy, "ema": ema},
         optimizers={"opt": opt, "sched": sched},
         generators={"data": rng},
-        log_every=int(cfg.train.log_every),
-        checkpoint_every=int(cfg.train.checkpoint_every),
+        log_every=cfg.train.log_every,
+        checkpoint_every=cfg.train.checkpoint_every,
         desc="pretrain",
     )
     return ema.model

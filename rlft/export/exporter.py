@@ -222,7 +222,7 @@ def export_run(cfg: Any) -> dict[str, Any]:
         raise ConfigError(f"steps={steps}: {e}") from None
     out = Path(cfg.out) if cfg.out else default_out(folder, cfg.format, steps)
     source = {"run": str(folder), "name": folder.name, "env": spec_meta.get("env"), "weights": cfg.weights, "checkpoint": cfg.checkpoint, "meta": spec_meta}
-    meta = export_policy(policy, out, cfg.format, steps, source, control_dt=control_dt(spec_meta.get("env")), parity_batch=int(cfg.parity_batch))
+    meta = export_policy(policy, out, cfg.format, steps, source, control_dt=control_dt(spec_meta.get("env")), parity_batch=cfg.parity_batch)
     return {"out": str(out), "format": cfg.format, "steps": steps, "parity_max_abs_diff": meta["parity"]["max_abs_diff"], "control_dt": meta["control_dt"]}
 
 

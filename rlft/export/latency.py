@@ -52,13 +52,13 @@ def bench_latency(cfg: DictConfig) -> dict[str, Any]:
         policy.head.time_grid(steps)
     except ValueError as e:
         raise ConfigError(f"steps={steps}: {e}") from None
-    noise, obs = random_inputs(policy, 1, torch.Generator().manual_seed(int(cfg.seed)))
+    noise, obs = random_inputs(policy, 1, torch.Generator().manual_seed(cfg.seed))
     noise_np, obs_np = noise.numpy(), {k: v.numpy() for k, v in obs.items()}
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         controllers = {}
         for fmt, runtime in (("torchscript", "torchscript"), ("onnx", "onnxruntime")):
             export_policy(policy, Path(tmp) / fmt, fmt, steps, {"run": str(folder)})
-            controllers[runtime] = Controller(Path(tmp) / fmt, threads=int(cfg.threads))
+            controllers[runtime] = Controller(Path(tmp) / fmt, threads=cfg.threads)
         calls: dict[str, Callable[[], Any]] = {
             "torch": lambda: policy.sample(obs, noise=noise, steps=steps),
             "torchscript": lambda: controllers["torchscript"].predict(obs_np, noise_np),
@@ -66,9 +66,9 @@ def bench_latency(cfg: DictConfig) -> dict[str, Any]:
         }
         times: dict[str, list[float]] = {name: [] for name in RUNTIMES}
         for block in range(BLOCKS):
-            timed = int(cfg.repeats) * (block + 1) // BLOCKS - int(cfg.repeats) * block // BLOCKS
+            timed = cfg.repeats * (block + 1) // BLOCKS - cfg.repeats * block // BLOCKS
             for name in RUNTIMES:
-                for i in range(int(cfg.warmup) + timed):
+                for i in range(cfg.warmup + timed):
                     start = time.perf_counter()
                     calls[name]()
                     if i >= cfg.warmup:
@@ -77,10 +77,10 @@ def bench_latency(cfg: DictConfig) -> dict[str, Any]:
         "policy": str(folder),
         "steps": steps,
         "batch": 1,
-        "repeats": int(cfg.repeats),
+        "repeats": cfg.repeats,
         "latency_ms": {name: _percentiles(times[name]) for name in RUNTIMES},
         "torch_threads": torch.get_num_threads(),
-        "onnxruntime": f"{ort.__version__}, CPU, {int(cfg.threads)} intra-op thread(s), 1 inter-op, sequential, all graph optimisations",
+        "onnxruntime": f"{ort.__version__}, CPU, {cfg.threads} intra-op thread(s), 1 inter-op, sequential, all graph optimisations",
         "load_1min": round(load_before, 2),
         "load_1min_after": round(os.getloadavg()[0], 2),
     }

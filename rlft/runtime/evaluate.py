@@ -129,7 +129,7 @@ def policy_evaluator(cfg: DictConfig) -> Callable[[ActingPolicy, int], dict[str,
     def run_eval(policy: ActingPolicy, step: int) -> dict[str, float]:
         was_training = policy.training
         policy.eval()
-        out = evaluate(policy, name, int(cfg.eval.episodes), int(cfg.eval.seed), backend=cfg.eval.backend, refs=refs)
+        out = evaluate(policy, name, cfg.eval.episodes, cfg.eval.seed, backend=cfg.eval.backend, refs=refs)
         policy.train(was_training)
         return {k: v for k, v in out.items() if isinstance(v, (int, float)) and v is not None}
 

@@ -42,16 +42,16 @@ class ChainPPOLearner:
         self.provider: Provider = entry_point(get(algo.name).provider)(algo, base).to(device)  # type: ignore[arg-type]
         self.policy = self.provider.actor
         obs_dim = base.obs_horizon * next(iter(base.obs_shapes.values()))[0]
-        self.critic = Critic(obs_dim, int(algo.critic_hidden), int(algo.critic_depth)).to(device)
+        self.critic = Critic(obs_dim, algo.critic_hidden, algo.critic_depth).to(device)
         self.ppo = ChainPPO(self.provider, self.critic, self.policy.normalized_state, algo)  # V(s) on the normalized obs history
-        self.n_iters, self.n_envs = int(cfg.train.iterations), int(cfg.train.n_envs)
+        self.n_iters, self.n_envs = cfg.train.iterations, cfg.train.n_envs
         self.actor_sched = torch.optim.lr_scheduler.LambdaLR(self.ppo.actor_opt, warmup_cosine(algo.lr_warmup, self.n_iters, algo.actor_min_lr / algo.actor_lr))
         self.critic_sched = torch.optim.lr_scheduler.LambdaLR(
             self.ppo.critic_opt, warmup_cosine(algo.lr_warmup, self.n_iters, algo.critic_min_lr / algo.critic_lr)
         )
         self.batched = make(cfg.env.name, self.n_envs, backend=cfg.train.backend, device=device)
         self.env = ActionChunk(ObsHistory(self.batched, base.obs_horizon), self.provider.exec_steps)  # ResiP: one env step
-        self.scaler = RewardScaler(self.n_envs, float(algo.gamma)) if algo.reward_scaling else None
+        self.scaler = RewardScaler(self.n_envs, algo.gamma) if algo.reward_scaling else None
         self.demo_batch = _demo_batches(cfg, self.policy, rng, device) if algo.get("data_coef") else None
 
     def modules(self) -> dict[str, nn.Module]:
@@ -64,10 +64,10 @@ class ChainPPOLearner:
         start = time.perf_counter()
         provider = self.provider
         provider.set_progress((itr - 1) / self.n_iters)
-        obs, _ = self.env.reset(seed=int(self.cfg.seed) + 7919 * itr)
+        obs, _ = self.env.reset(seed=self.cfg.seed + 7919 * itr)
         provider.end_episodes(torch.ones(self.n_envs, dtype=torch.bool))
         provider.eval()
-        rollout, _ = collect_rollout(self.env, provider, self.ppo.value, obs, int(self.cfg.train.n_steps), self.scaler)
+        rollout, _ = collect_rollout(self.env, provider, self.ppo.value, obs, self.cfg.train.n_steps, self.scaler)
         episodes = self.batched.pop_episodes()
         rollout_s = time.perf_counter() - start
         provider.train()
@@ -94,4 +94,4 @@ def _demo_batches(cfg: DictConfig, actor: Policy, rng: Any, device: torch.device
     from rlft.datasets.store import EpisodeStore
 
     sampler = WindowSampler(EpisodeStore(cfg.data.path), obs_keys=list(actor.obs_shapes), obs_horizon=actor.obs_horizon, horizon=actor.horizon)
-    return lambda: {k: v.to(device) for k, v in sampler.sample(int(cfg.algo.data_batch_size), rng).items()}
+    return lambda: {k: v.to(device) for k, v in sampler.sample(cfg.algo.data_batch_size, rng).items()}

@@ -79,8 +79,8 @@ class ChainPPO:
         reg_coef, data_coef = cfg.get("reg_coef") or 0.0, cfg.get("data_coef") or 0.0
         k_steps = stored_lp.shape[1] if provider.per_step else 1
         n_items = n * k_steps  # (sample, step) pairs or samples
-        batch = min(int(cfg.batch_size), n_items)
-        perms = [torch.randperm(n_items) for _ in range(int(cfg.update_epochs))]
+        batch = min(cfg.batch_size, n_items)
+        perms = [torch.randperm(n_items) for _ in range(cfg.update_epochs)]
         # Old log-probs: recomputed before any update with the first epoch's minibatches, so the first
         # minibatch's ratio is exactly 1. They match the sampling distribution's log-probs recorded in
         # the rollout up to float rounding (logged), because both use the chain's own time grid (and,
@@ -178,5 +178,5 @@ class ChainPPO:
     def _clip_ranges(self, step_idx: torch.Tensor, k_steps: int) -> torch.Tensor:
         """Clip range per item: :func:`clip_schedule` of its denoising step (one value for chain ratios)."""
         if not self.provider.per_step:
-            return torch.as_tensor(float(self.cfg.clip)).expand(step_idx.shape)
+            return torch.as_tensor(self.cfg.clip).expand(step_idx.shape)
         return torch.as_tensor(clip_schedule(step_idx.float(), k_steps, self.cfg.clip_base, self.cfg.clip)).expand(step_idx.shape)

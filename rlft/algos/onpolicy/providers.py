@@ -200,11 +200,11 @@ Provider = ChainProvider | ResidualProvider
 def build_dppo(algo: Any, base: Policy) -> DPPOChain:
     """The DPPO chain for ``base`` from the dppo algo config."""
     clamp = tuple(algo.logprob_clamp) if algo.get("logprob_clamp") else None
-    return DPPOChain(base, int(algo.steps), int(algo.ft_steps), float(algo.min_sampling_std), float(algo.min_logprob_std), clamp)
+    return DPPOChain(base, algo.steps, algo.ft_steps, algo.min_sampling_std, algo.min_logprob_std, clamp)
 
 
 def build_reinflow(algo: Any, base: Policy) -> ReinFlowChain:
     """The ReinFlow chain for ``base`` from the reinflow algo config."""
     clamp = tuple(algo.logprob_clamp) if algo.get("logprob_clamp") else None
-    hold, decay_end = float(algo.noise_hold), float(algo.noise_decay_end)
-    return ReinFlowChain(base, int(algo.steps), float(algo.min_std), float(algo.max_std), hold, decay_end, tuple(algo.noise_hidden), clamp)
+    hold, decay_end = algo.noise_hold, algo.noise_decay_end
+    return ReinFlowChain(base, algo.steps, algo.min_std, algo.max_std, hold, decay_end, tuple(algo.noise_hidden), clamp)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from rlft.algos.dsrl import LatentNoiseVecEnv, SteeredPolicy, load_steered_policy
-from rlft.algos.dsrl_na import NoiseActor, TensorReplay
+from rlft.algos.dsrl_na import NoiseActor
+from rlft.algos.replay import Replay
 from rlft.cli import main
 from rlft.envs import make
 from rlft.envs.wrappers import ActionChunk, ObsHistory
@@ -91,12 +92,12 @@ def test_steered_noise_respects_the_bound(toy):
 
 
 def test_tensor_replay_round_trips_through_its_state_dict():
-    replay = TensorReplay(5)
+    replay = Replay(5)
     for i in range(7):  # wraps around
         replay.add(x=torch.full((1, 2), float(i)), r=torch.tensor([float(i)]))
     state = replay.state_dict()
     assert state["x"].shape == (5, 2) and int(state["_pos"]) == 2
-    copy = TensorReplay(5)
+    copy = Replay(5)
     copy.load_state_dict(state)
     assert torch.equal(copy.data["x"], replay.data["x"]) and (copy.pos, copy.size) == (2, 5)
 

@@ -138,7 +138,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 # ---- collect ---------------------------------------------------------------------------------
 def cmd_collect(args: argparse.Namespace) -> int:
-    from rlft.datasets.collect import collect, validate
+    from rlft.algos.expert import collect, validate
 
     # Recording runs after training, so --resume may re-record with other dataset settings.
     started = _start_run("collect", args, validate, may_change=("datasets", "out"))

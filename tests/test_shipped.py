@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rlft.cli import main
-from rlft.datasets.collect import ExpertPolicy
 from rlft.datasets.store import EpisodeStore
 from rlft.paths import DATASETS_DIR as ASSETS_DIR
+from rlft.policies.expert import ExpertPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +47,7 @@ def test_shipped_expert_is_better_than_medium(env):
     # D4RL's medium policies reach about a third to a half of the expert's return
     assert 30 < medium.normalized_score(np.mean(medium.episode_returns())) < 60
     pol = ExpertPolicy.load(f"{env}-v5-expert")
-    assert pol.act(expert["obs"][:4], deterministic=True).shape == (4, expert.keys["action"][0])
+    assert pol.sample(torch.as_tensor(expert["obs"][:4]).unsqueeze(1)).shape == (4, 1, expert.keys["action"][0])
 
 
 def readme_policy_rows() -> list[list[str]]:
@@ -56,7 +57,6 @@ def readme_policy_rows() -> list[list[str]]:
 
 
 def test_shipped_policies_are_the_readme_ones_and_load():
-    import torch
 
     from rlft.runtime.checkpoint import POLICIES_DIR, load_policy, read_spec
 

@@ -31,6 +31,7 @@ from torch import nn
 from rlft.algos.dsrl_na import NoiseActor, NoiseAliasedSAC
 from rlft.algos.online import run_online
 from rlft.algos.registry import LoadOptions
+from rlft.algos.sb3_sac import SB3SACState
 from rlft.envs import make
 from rlft.envs.wrappers import ActionChunk, ObsHistory
 from rlft.errors import CheckpointError, ConfigError
@@ -230,41 +231,6 @@ def build_sac_policy(obs_dim: int, noise_dim: int, algo: DictConfig) -> nn.Modul
     return policy_cls(*spaces, lambda _: float(algo.lr), **sac_policy_kwargs(algo))
 
 
-class SB3Replay(nn.Module):
-    """A checkpointable view of an SB3 ``ReplayBuffer``: its filled part as tensors (no pickle)."""
-
-    FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
-
-    def __init__(self, buffer: Any):
-        super().__init__()
-        self.buffer = [buffer]  # a list: SB3's buffer is no submodule
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        b = self.buffer[0]
-        filled = b.buffer_size if b.full else b.pos
-        out = {f: torch.from_numpy(np.ascontiguousarray(getattr(b, f)[:filled])) for f in self.FIELDS}
-        return out | {"pos": torch.tensor(b.pos), "full": torch.tensor(b.full)}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
-        b = self.buffer[0]
-        for f in self.FIELDS:
-            stored = state[f].numpy()
-            if stored.shape[1:] != getattr(b, f).shape[1:] or len(stored) > b.buffer_size:
-                raise CheckpointError(f"replay buffer '{f}' has shape {stored.shape}; this run's buffer holds {getattr(b, f).shape}")
-            getattr(b, f)[: len(stored)] = stored
-        b.pos, b.full = int(state["pos"]), bool(state["full"])
-
-
-class SACCounters(nn.Module):
-    """SB3's own counters, kept in checkpoints: transitions seen and gradient steps taken."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("num_timesteps", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("n_updates", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("log_ent_coef", torch.zeros(1))
-
-
 class SB3SAC:
     """``algo=dsrl``: stable-baselines3's SAC on a :class:`LatentNoiseVecEnv` (SAC's gamma = gamma^act_steps)."""
 
@@ -293,13 +259,13 @@ class SB3SAC:
         )
         self.model.set_logger(Logger(folder=None, output_formats=[]))  # SB3 would make /tmp/SB3-<time> per learn()
         self.actor = self.model.actor
-        self.counters = SACCounters()
+        self.state = SB3SACState(self.model)
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"sac": self.model.policy, "replay": SB3Replay(self.model.replay_buffer), "counters": self.counters}
+        return self.state.modules()
 
     def optimizers(self) -> dict[str, Any]:
-        return {"actor": self.model.actor.optimizer, "critic": self.model.critic.optimizer, "ent_coef": self.model.ent_coef_optimizer}
+        return self.state.optimizers()
 
     def store(self, obs: np.ndarray, noise: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, done: np.ndarray, infos: list[dict[str, Any]]) -> None:
         """One warm-up transition per sub-env, in SB3's own buffer layout (actions scaled to [-1, 1])."""
@@ -315,18 +281,7 @@ class SB3SAC:
 
     def run(self, n_steps: int) -> dict[str, float]:
         """``n_steps`` chunk steps of every sub-env with SAC's gradient steps; SAC's training diagnostics."""
-        model = self.model
-        # SB3 keeps these outside its modules; the checkpointed copies win (equal unless just resumed)
-        model.num_timesteps, model._n_updates = int(self.counters.num_timesteps), int(self.counters.n_updates)
-        with torch.no_grad():
-            model.log_ent_coef.copy_(self.counters.log_ent_coef)
-        model.learn(n_steps * self.venv.num_envs, reset_num_timesteps=False, log_interval=None)  # type: ignore[arg-type]
-        self.counters.num_timesteps.fill_(model.num_timesteps)
-        self.counters.n_updates.fill_(model._n_updates)
-        self.counters.log_ent_coef.copy_(model.log_ent_coef.detach())
-        logged = model.logger.name_to_value
-        names = {"train/actor_loss": "loss/actor", "train/critic_loss": "loss/critic", "train/ent_coef": "sac/ent_coef"}
-        return {ours: float(logged[theirs]) for theirs, ours in names.items() if theirs in logged}
+        return self.state.learn(n_steps * self.venv.num_envs)
 
 
 def warm_up(venv: LatentNoiseVecEnv, learner: Any, n_steps: int) -> None:

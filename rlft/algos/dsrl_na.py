@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from rlft.algos.critics import TwinQ, mlp
+from rlft.algos.replay import Replay
 
 if TYPE_CHECKING:  # dsrl.py builds this learner; the import goes one way
     from rlft.algos.dsrl import LatentNoiseVecEnv
@@ -61,41 +62,6 @@ class NoiseActor(nn.Module):
         return torch.tanh(u), gauss - correction
 
 
-class TensorReplay(nn.Module):
-    """A ring buffer of named tensors [capacity, ...]; checkpoints hold only its filled part (no pickle)."""
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity = int(capacity)
-        self.data: dict[str, torch.Tensor] = {}
-        self.pos, self.size = 0, 0
-
-    def add(self, **rows: torch.Tensor) -> None:
-        """Rows [n, ...] per field (every field every time)."""
-        n = len(next(iter(rows.values())))
-        idx = (self.pos + torch.arange(n)) % self.capacity
-        for key, value in rows.items():
-            if key not in self.data:
-                self.data[key] = torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype)
-            self.data[key][idx] = value.detach().cpu()
-        self.pos, self.size = int((self.pos + n) % self.capacity), min(self.size + n, self.capacity)
-
-    def sample(self, batch: int) -> dict[str, torch.Tensor]:
-        idx = torch.randint(0, self.size, (batch,))
-        return {k: v[idx] for k, v in self.data.items()}
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        return {k: v[: self.size].clone() for k, v in self.data.items()} | {"_pos": torch.tensor(self.pos), "_size": torch.tensor(self.size)}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
-        self.data = {}
-        self.pos, self.size = 0, 0
-        rows = {k: v for k, v in state.items() if not k.startswith("_")}
-        if rows:
-            self.add(**rows)
-        self.pos, self.size = int(state["_pos"]), int(state["_size"])
-
-
 class NoiseAliasedSAC:
     """``algo=dsrl_na`` on a :class:`LatentNoiseVecEnv`: the learner and its replay (see the module docstring)."""
 
@@ -111,7 +77,7 @@ class NoiseAliasedSAC:
         self.noise_q = nn.ModuleList([mlp(obs_dim + noise_dim, 1, hidden, depth, nn.Tanh, ln) for _ in range(2)])
         self.log_alpha = nn.Parameter(torch.zeros(1))
         self.holder = nn.ParameterDict({"log_alpha": self.log_alpha})
-        self.replay = TensorReplay(int(algo.buffer_size))
+        self.replay = Replay(int(algo.buffer_size))
         lr = float(algo.lr)
         self.opts = {
             "actor": torch.optim.Adam(self.actor.parameters(), lr=lr),

@@ -1,0 +1,75 @@
+"""Recording D4RL-style datasets: an acting policy in rlft's batched envs, one transition per env step."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rlft.envs import make
+from rlft.envs.wrappers import ObsHistory
+from rlft.policies.acting import ActingPolicy
+
+DTYPES = {"obs": np.float32, "action": np.float32, "reward": np.float32, "terminated": bool, "truncated": bool}
+
+
+@torch.no_grad()
+def record(
+    policy: ActingPolicy, env_name: str, steps: int, n_envs: int, seed: int, stochastic: bool, backend: str = "auto", desc: str = "record"
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Run ``policy`` in ``n_envs`` batched envs (sub-env i seeded ``seed + i``) for exactly ``steps`` transitions.
+
+    Returns (data, episode_ends): obs [T, obs_dim] float32 (the observation the action was taken in),
+    action [T, act_dim] float32 (the raw executed action), reward [T] float32, terminated [T] bool,
+    truncated [T] bool, with T = ``steps``; each episode's transitions are contiguous (sub-env by sub-env,
+    in time order) and end with one flag set; episodes still running at the end get ``truncated`` on
+    their last step. Of each chunk the policy samples, the first ``act_steps`` actions are executed one
+    env step at a time; a sub-env whose episode ended sits out the rest of the chunk, and in the last
+    round only as many sub-envs step as transitions are still missing.
+    """
+    base = make(env_name, n_envs, backend=backend, seed=seed, device=policy.device)
+    env = ObsHistory(base, policy.obs_horizon)
+    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in (*DTYPES, "active")}
+    recorded = 0
+    try:
+        obs, _ = env.reset()
+        policy.end_episodes(torch.ones(n_envs, dtype=torch.bool))
+        with tqdm(total=steps, desc=desc, unit="step", disable=None) as bar:
+            while recorded < steps:
+                chunk = policy.sample(obs, stochastic=stochastic, generator=generator)
+                running = torch.ones(n_envs, dtype=torch.bool, device=base.device)
+                ended = torch.zeros_like(running)
+                for k in range(policy.act_steps):
+                    active = running & (torch.cumsum(running, 0) <= steps - recorded)  # the budget goes to the first sub-envs
+                    if not bool(active.any()):
+                        break
+                    current = obs[:, -1]
+                    obs, reward, terminated, truncated, info = env.step(chunk[:, k], None if bool(active.all()) else active)
+                    for key, value in (("obs", current), ("action", chunk[:, k]), ("reward", reward), ("terminated", terminated), ("truncated", truncated)):
+                        rows[key].append(value.cpu())
+                    rows["active"].append(active.cpu())
+                    recorded += int(active.sum())
+                    bar.update(int(active.sum()))
+                    ended |= info["done"]
+                    running &= active & ~info["done"]
+                policy.end_episodes(ended)
+    finally:
+        env.close()
+    return _episodes({k: torch.stack(v).numpy() for k, v in rows.items()})
+
+
+def _episodes(rows: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-step rows [S, N, ...] with their ``active`` mask [S, N] -> episodes, sub-env by sub-env, and their ends."""
+    active = rows.pop("active")
+    per_env = []
+    for i in range(active.shape[1]):
+        taken = active[:, i]
+        if not taken.any():
+            continue
+        stream = {k: np.asarray(v[taken, i], dtype=DTYPES[k]) for k, v in rows.items()}
+        if not (stream["terminated"][-1] or stream["truncated"][-1]):
+            stream["truncated"][-1] = True  # still running when recording stopped
+        per_env.append(stream)
+    data = {k: np.concatenate([s[k] for s in per_env]) for k in DTYPES}
+    return data, np.flatnonzero(data["terminated"] | data["truncated"]) + 1

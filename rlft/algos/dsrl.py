@@ -215,9 +215,9 @@ def _sac_policy_class() -> type:
 
 def sac_policy_kwargs(algo: DictConfig) -> dict[str, Any]:
     return {
-        "net_arch": {"pi": [int(algo.hidden)] * int(algo.depth), "qf": [int(algo.hidden)] * int(algo.depth)},
+        "net_arch": {"pi": [algo.hidden] * algo.depth, "qf": [algo.hidden] * algo.depth},
         "activation_fn": nn.Tanh,
-        "log_std_init": float(algo.log_std_init),
+        "log_std_init": algo.log_std_init,
         "n_critics": 2,
     }
 
@@ -228,7 +228,7 @@ def build_sac_policy(obs_dim: int, noise_dim: int, algo: DictConfig) -> nn.Modul
 
     policy_cls = _sac_policy_class() if algo.layer_norm else SACPolicy
     spaces = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32), gym.spaces.Box(-1.0, 1.0, (noise_dim,), np.float32)
-    return policy_cls(*spaces, lambda _: float(algo.lr), **sac_policy_kwargs(algo))
+    return policy_cls(*spaces, lambda _: algo.lr, **sac_policy_kwargs(algo))
 
 
 class SB3SAC:
@@ -242,16 +242,16 @@ class SB3SAC:
         self.model = SAC(
             _sac_policy_class() if algo.layer_norm else "MlpPolicy",
             venv,
-            learning_rate=float(algo.lr),
-            buffer_size=int(algo.buffer_size),
+            learning_rate=algo.lr,
+            buffer_size=algo.buffer_size,
             learning_starts=0,  # the warm-up fills the buffer with the base policy's own noise instead
-            batch_size=int(algo.batch_size),
-            tau=float(algo.tau),
-            gamma=float(algo.gamma) ** venv.base.act_steps,
+            batch_size=algo.batch_size,
+            tau=algo.tau,
+            gamma=algo.gamma**venv.base.act_steps,
             train_freq=1,
-            gradient_steps=int(algo.utd),
+            gradient_steps=algo.utd,
             ent_coef="auto",
-            target_entropy=float(algo.target_entropy),
+            target_entropy=algo.target_entropy,
             policy_kwargs=sac_policy_kwargs(algo),
             seed=seed,
             device=device,
@@ -307,10 +307,10 @@ class SteeringLearner:
     def __init__(self, cfg: DictConfig, base: Policy, rng: np.random.Generator, device: torch.device):
         algo = cfg.algo
         self.cfg, self.policy = cfg, base
-        self.venv = LatentNoiseVecEnv(cfg.env.name, int(cfg.train.n_envs), base, float(algo.bound), float(algo.gamma), algo.steps, cfg.train.backend)
-        self.venv.seed(int(cfg.seed))
-        self.learner = SB3SAC(self.venv, algo, int(cfg.seed), device) if algo.name == "dsrl" else NoiseAliasedSAC(self.venv, algo)
-        self.steered = SteeredPolicy(base, self.learner.actor, float(algo.bound), algo.steps)
+        self.venv = LatentNoiseVecEnv(cfg.env.name, cfg.train.n_envs, base, algo.bound, algo.gamma, algo.steps, cfg.train.backend)
+        self.venv.seed(cfg.seed)
+        self.learner = SB3SAC(self.venv, algo, cfg.seed, device) if algo.name == "dsrl" else NoiseAliasedSAC(self.venv, algo)
+        self.steered = SteeredPolicy(base, self.learner.actor, algo.bound, algo.steps)
 
     def modules(self) -> dict[str, nn.Module]:
         return self.learner.modules()
@@ -320,11 +320,11 @@ class SteeringLearner:
 
     def iteration(self, itr: int) -> tuple[dict[str, float], int, list[dict[str, Any]]]:
         metrics: dict[str, float] = {}
-        warmup = int(self.cfg.algo.warmup_steps)
+        warmup = self.cfg.algo.warmup_steps
         if itr == 1 and warmup:
             warm_up(self.venv, self.learner, warmup)
             metrics["warmup_env_steps"] = self.venv.env_steps
-        metrics |= self.learner.run(int(self.cfg.train.n_steps))
+        metrics |= self.learner.run(self.cfg.train.n_steps)
         episodes = self.venv.pop_episodes()
         return metrics, self.venv.take_env_steps(), episodes
 

@@ -68,17 +68,17 @@ class NoiseAliasedSAC:
     def __init__(self, venv: LatentNoiseVecEnv, algo: DictConfig):
         self.venv, self.algo, self.base = venv, algo, venv.base
         self.bound = venv.bound
-        self.discount = float(algo.gamma)
+        self.discount = algo.gamma
         obs_dim, noise_dim = venv.observation_space.shape[0], venv.action_space.shape[0]
         exec_dim = self.base.act_steps * self.base.action_dim
-        hidden, depth, ln = int(algo.hidden), int(algo.depth), bool(algo.layer_norm)
-        self.actor = NoiseActor(obs_dim, noise_dim, hidden, depth, ln, float(algo.log_std_init))
+        hidden, depth, ln = algo.hidden, algo.depth, algo.layer_norm
+        self.actor = NoiseActor(obs_dim, noise_dim, hidden, depth, ln, algo.log_std_init)
         self.action_q = TwinQ(obs_dim, exec_dim, hidden, depth, nn.Tanh, ln)
         self.noise_q = nn.ModuleList([mlp(obs_dim + noise_dim, 1, hidden, depth, nn.Tanh, ln) for _ in range(2)])
         self.log_alpha = nn.Parameter(torch.zeros(1))
         self.holder = nn.ParameterDict({"log_alpha": self.log_alpha})
-        self.replay = Replay(int(algo.buffer_size))
-        lr = float(algo.lr)
+        self.replay = Replay(algo.buffer_size)
+        lr = algo.lr
         self.opts = {
             "actor": torch.optim.Adam(self.actor.parameters(), lr=lr),
             "critic": torch.optim.Adam(self.action_q.trained_parameters(), lr=lr),
@@ -128,10 +128,10 @@ class NoiseAliasedSAC:
             next_obs, reward, done, infos = self.venv.step_wait()
             self.store(self.obs, noise, next_obs, reward, done, infos)
             self.obs = next_obs
-            for _ in range(int(self.algo.utd)):
+            for _ in range(self.algo.utd):
                 for k, v in self.update().items():
                     logs.setdefault(k, []).append(v)
-            for _ in range(int(self.algo.distill_steps)):
+            for _ in range(self.algo.distill_steps):
                 logs.setdefault("loss/noise_critic", []).append(self.distill())
         return {k: float(np.mean(v)) for k, v in logs.items()}
 
@@ -143,7 +143,7 @@ class NoiseAliasedSAC:
 
     def update(self) -> dict[str, float]:
         """One critic, actor and temperature step on a replay batch."""
-        b = self.replay.sample(int(self.algo.batch_size))
+        b = self.replay.sample(self.algo.batch_size)
         s, s2 = self.base.normalized_state(b["obs"]), self.base.normalized_state(b["next_obs"])
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
@@ -163,16 +163,16 @@ class NoiseAliasedSAC:
         actor_loss.backward()
         self.opts["actor"].step()
 
-        alpha_loss = -(self.log_alpha * (logp.detach() + float(self.algo.target_entropy))).mean()
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.algo.target_entropy)).mean()
         self.opts["alpha"].zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.opts["alpha"].step()
-        self.action_q.update_target(float(self.algo.tau))
+        self.action_q.update_target(self.algo.tau)
         return {"loss/critic": critic_loss.item(), "loss/actor": actor_loss.item(), "sac/ent_coef": float(alpha), "sac/q": q.mean().item()}
 
     def distill(self) -> float:
         """One step of Q^W(s, w) towards Q^A(s, base(s, w)), w ~ N(0, I) clipped to the bound."""
-        b = self.replay.sample(int(self.algo.batch_size))
+        b = self.replay.sample(self.algo.batch_size)
         s = self.base.normalized_state(b["obs"])
         noise = torch.randn(len(s), self.venv.action_space.shape[0]).clamp(-self.bound, self.bound)
         with torch.no_grad():

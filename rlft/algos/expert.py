@@ -143,14 +143,14 @@ class ExpertLearner:
         self.model = SAC(
             "MlpPolicy",
             make_env(cfg.env.name),
-            learning_rate=float(ex.learning_rate),
-            buffer_size=int(ex.steps),
-            learning_starts=int(ex.learning_starts),
-            batch_size=int(ex.batch_size),
-            gamma=float(ex.gamma),
-            tau=float(ex.tau),
+            learning_rate=ex.learning_rate,
+            buffer_size=ex.steps,
+            learning_starts=ex.learning_starts,
+            batch_size=ex.batch_size,
+            gamma=ex.gamma,
+            tau=ex.tau,
             policy_kwargs={"net_arch": list(ex.net_arch)},
-            seed=int(cfg.seed),
+            seed=cfg.seed,
             device="cpu",
             verbose=0,
         )
@@ -188,7 +188,7 @@ class ExpertLearner:
 
 def block_size(ex: DictConfig) -> int:
     """Env steps per fit step: snapshots, checkpoints and the end all fall on block boundaries."""
-    return math.gcd(int(ex.snapshot_every), int(ex.checkpoint_every), int(ex.steps))
+    return math.gcd(ex.snapshot_every, ex.checkpoint_every, ex.steps)
 
 
 def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
@@ -200,9 +200,9 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
 
     def update(step: int) -> dict[str, float]:
         metrics = learner.block(block) | {"env_steps": step * block}
-        if (step * block) % int(ex.snapshot_every) == 0:
+        if (step * block) % ex.snapshot_every == 0:
             actor = ExpertPolicy.from_sb3(learner.model, {"step": step * block})
-            result = evaluate(actor, cfg.env.name, int(ex.eval_episodes), seed=int(cfg.seed) + 10_000)
+            result = evaluate(actor, cfg.env.name, ex.eval_episodes, seed=cfg.seed + 10_000)
             actor.info.update(return_mean=result["return_mean"], return_std=result["return_std"])
             actor.save(snap_dir / f"step_{step * block:09d}")
             metrics["expert/eval_return"] = result["return_mean"]
@@ -211,12 +211,12 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
     fit(
         run,
         update,
-        int(ex.steps) // block,
+        ex.steps // block,
         modules=learner.modules(),
         optimizers=learner.optimizers(),
         generators=learner.generators(),
         log_every=1,
-        checkpoint_every=int(ex.checkpoint_every) // block,
+        checkpoint_every=ex.checkpoint_every // block,
         desc=f"SAC {cfg.env.name} ({block} env steps per step)",
     )
     snaps = sorted(snap_dir.glob("step_*.json"))
@@ -282,7 +282,7 @@ def validate(cfg: DictConfig) -> None:
         if "medium-replay" in kinds:
             raise ConfigError("datasets.kinds: 'medium-replay' needs the replay buffer of a training run; drop expert.load")
         return
-    if int(cfg.expert.steps) < int(cfg.expert.snapshot_every):
+    if cfg.expert.steps < cfg.expert.snapshot_every:
         raise ConfigError(f"expert.steps ({cfg.expert.steps}) must be at least expert.snapshot_every ({cfg.expert.snapshot_every})")
     if to_env_id(cfg.env.name) not in LOCOMOTION.values():
         raise ConfigError(f"env={cfg.env.name}: rlft collect trains experts on the MuJoCo tasks {', '.join(LOCOMOTION)}")
@@ -303,16 +303,16 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
         expert = train_expert(cfg, run)
         medium = None
     expert.save(run.folder / "expert" / "expert")
-    expert_return = float(expert.info.get("return_mean") or evaluate(expert, name, int(cfg.expert.eval_episodes), int(cfg.seed) + 10_000)["return_mean"])
+    expert_return = float(expert.info.get("return_mean") or evaluate(expert, name, cfg.expert.eval_episodes, cfg.seed + 10_000)["return_mean"])
     if medium is None and {"medium", "medium-replay"} & set(kinds):
         ds = cfg.datasets
-        medium = pick_medium(run.folder / "expert" / "snapshots", expert, name, float(ds.medium_fraction), int(ds.medium_eval_episodes), int(cfg.seed) + 30_000)
+        medium = pick_medium(run.folder / "expert" / "snapshots", expert, name, ds.medium_fraction, ds.medium_eval_episodes, cfg.seed + 30_000)
     if medium is not None:
         medium.save(run.folder / "expert" / "medium")
     policies = {"expert": expert, "medium": medium, "medium-replay": medium}
 
     act_space = make_env(name).action_space
-    random_return = float(evaluate(UniformPolicy(act_space), name, int(cfg.datasets.random_episodes), int(cfg.seed) + 20_000)["return_mean"])
+    random_return = float(evaluate(UniformPolicy(act_space), name, cfg.datasets.random_episodes, cfg.seed + 20_000)["return_mean"])
 
     recorded: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}
     for i, kind in enumerate(kinds):
@@ -320,13 +320,13 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
         if kind == "medium-replay":
             recorded[kind] = replay_data(run, pol.info["step"], act_space)
             continue
-        steps, n_envs, seed = int(cfg.datasets.steps), int(cfg.datasets.n_envs), int(cfg.seed) + 1000 * (i + 1)
+        steps, n_envs, seed = cfg.datasets.steps, cfg.datasets.n_envs, cfg.seed + 1000 * (i + 1)
         recorded[kind] = record(pol, name, steps, n_envs, seed, stochastic=True, desc=f"{kind} data")
     if "expert" in recorded:
         data, ends = recorded["expert"]
         starts = np.concatenate([[0], ends[:-1]])
         # Episodes cut short by the end of recording would drag the mean down; full-length ones count.
-        complete = ~data["truncated"][ends - 1] | (np.diff(np.concatenate([[0], ends])) >= int(cfg.env.max_episode_steps))
+        complete = ~data["truncated"][ends - 1] | (np.diff(np.concatenate([[0], ends])) >= cfg.env.max_episode_steps)
         returns = np.add.reduceat(data["reward"].astype(np.float64), starts)
         expert_data_return = float(returns[complete].mean() if complete.any() else returns.mean())
     else:
@@ -349,8 +349,8 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
                 "policy_eval_return": pol.info.get("return_mean"),
                 "policy_sampled_return": pol.info.get("sampled_return_mean"),
                 "command": command,
-                "seed": int(cfg.seed),
-                "n_envs": int(cfg.datasets.n_envs),
+                "seed": cfg.seed,
+                "n_envs": cfg.datasets.n_envs,
                 "versions": versions,
             },
         }

@@ -352,9 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add_config_command(
         sub,
         "offline",
-        "offline RL from a dataset with a learned critic (DQL, OFQL)",
-        "Train a diffusion (algo=dql) or mean-flow (algo=ofql) actor with a twin-Q critic on a fixed dataset;\n"
-        "evaluate the final EMA actor in the env (eval.episodes, 0 = skip).\n\n"
+        "offline RL from a dataset with a learned critic (DQL, OFQL, IQL)",
+        "Train a generative actor with a learned critic on a fixed dataset: algo=dql (diffusion, backprop\n"
+        "through the chain), algo=ofql (one-step mean flow) or algo=iql (expectile V, advantage-weighted\n"
+        "actor); evaluate what the run acts with in the env at the end (eval.episodes, 0 = skip).\n\n"
         "example: rlft offline algo=ofql data=hopper_medium train.steps=20000",
     )
     p.set_defaults(func=cmd_train)

@@ -35,6 +35,7 @@ from rlft.algos.sb3_sac import SB3SACState
 from rlft.envs import make
 from rlft.envs.wrappers import ActionChunk, ObsHistory
 from rlft.errors import CheckpointError, ConfigError
+from rlft.policies.acting import OverFrozenBase
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import latest_checkpoint, load_weights, read_spec
 from rlft.runtime.run import Run
@@ -143,7 +144,7 @@ class LatentNoiseVecEnv(VecEnv):
         return [indices] if isinstance(indices, int) else list(indices)
 
 
-class SteeredPolicy(nn.Module):
+class SteeredPolicy(OverFrozenBase):
     """The fine-tuned controller: noise actor + frozen base, for ``rlft eval``.
 
     ``actor(features [N, F], deterministic) -> [N, H * A]`` in [-1, 1] (SB3's squashed actor or DSRL-NA's);
@@ -151,28 +152,10 @@ class SteeredPolicy(nn.Module):
     uses the actor's mean (``default_stochastic`` False), whatever the base's own sampler default.
     """
 
-    default_stochastic = False
-
     def __init__(self, base: Policy, actor: nn.Module, bound: float, steps: int | None):
-        super().__init__()
-        self.base, self.actor, self.bound, self.steps = base, actor, float(bound), steps
-        self.obs_horizon, self.act_steps, self.horizon = base.obs_horizon, base.act_steps, base.horizon
-
-    def train(self, mode: bool = True) -> "SteeredPolicy":
-        super().train(mode)
-        self.base.eval()
-        return self
-
-    @property
-    def default_steps(self) -> int:
-        return self.steps or self.base.default_steps
-
-    @property
-    def device(self) -> torch.device:
-        return self.base.device
-
-    def end_episodes(self, done: torch.Tensor) -> None:
-        """No memory across chunks."""
+        super().__init__(base, steps)
+        self.actor, self.bound = actor, float(bound)
+        self.act_steps, self.horizon = base.act_steps, base.horizon
 
     @torch.no_grad()
     def noise(self, obs: torch.Tensor, stochastic: bool = False) -> torch.Tensor:

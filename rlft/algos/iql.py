@@ -26,18 +26,16 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
 from rlft.algos.critics import TwinQ, ValueNet, expectile_loss
-from rlft.algos.offline import QSelect, check_select
+from rlft.algos.offline import QSelect, check_select, offline_start
 from rlft.algos.pretrain import policy_meta
 from rlft.algos.registry import LoadOptions
 from rlft.datasets.store import EpisodeStore
-from rlft.datasets.transitions import TransitionSampler
 from rlft.errors import CheckpointError, ConfigError
-from rlft.policies.policy import Policy, policy_from_store
+from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import latest_checkpoint, load_policy, load_weights, read_spec, write_spec
 from rlft.runtime.evaluate import policy_evaluator
 from rlft.runtime.plots import plot_metrics
 from rlft.runtime.run import Run
-from rlft.runtime.seeding import seed_everything
 from rlft.runtime.trainer import fit
 from rlft.schemas import CriticConfig, PolicyConfig, SelectConfig, fraction, learning_rate, non_empty, non_negative, positive
 
@@ -90,11 +88,7 @@ def train_iql(cfg: DictConfig, run: Run) -> nn.Module:
     """Train ``cfg.algo`` (iql) on ``cfg.data`` for ``cfg.train.steps``; returns the acting policy."""
     algo = cfg.algo
     evaluate = policy_evaluator(cfg) if cfg.eval.episodes > 0 else None
-    rng = seed_everything(cfg.seed)
-    device = torch.device(cfg.device)
-    store = EpisodeStore(cfg.data.path)
-    actor = policy_from_store(algo.policy, store).to(device)
-    sampler = TransitionSampler(store, list(algo.policy.obs_keys), actor.obs_horizon)
+    rng, device, store, actor, sampler = offline_start(cfg)
     scale = reward_scale(store) if algo.normalize_rewards else 1.0
     algo_config = OmegaConf.to_container(algo, resolve=True) | {"reward_scale": scale}
     write_spec(run.folder, actor, policy_meta(cfg, f"rlft offline algo={algo.name}, run {run.folder}") | {"algo": algo.name, "algo_config": algo_config})

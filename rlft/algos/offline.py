@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -134,15 +135,21 @@ def q_objective(q: torch.Tensor) -> torch.Tensor:
     return -q[i].mean() / q[1 - i].abs().mean().detach()
 
 
+def offline_start(cfg: DictConfig) -> tuple[np.random.Generator, torch.device, EpisodeStore, Policy, TransitionSampler]:
+    """What every offline learner starts from: the seeded data RNG, the device, the dataset, the actor
+    ``cfg.algo.policy`` built for it (normalizers from the data) and its transition sampler."""
+    rng = seed_everything(cfg.seed)
+    device = torch.device(cfg.device)
+    store = EpisodeStore(cfg.data.path)
+    actor = policy_from_store(cfg.algo.policy, store).to(device)
+    return rng, device, store, actor, TransitionSampler(store, list(cfg.algo.policy.obs_keys), actor.obs_horizon)
+
+
 def train_offline(cfg: DictConfig, run: Run) -> QSelect:
     """Train ``cfg.algo`` on ``cfg.data`` for ``cfg.train.steps``; returns the final EMA actor with Q selection."""
     algo = cfg.algo
     evaluate = policy_evaluator(cfg) if cfg.eval.episodes > 0 else None
-    rng = seed_everything(cfg.seed)
-    device = torch.device(cfg.device)
-    store = EpisodeStore(cfg.data.path)
-    actor = policy_from_store(algo.policy, store).to(device)
-    sampler = TransitionSampler(store, list(algo.policy.obs_keys), actor.obs_horizon)
+    rng, device, store, actor, sampler = offline_start(cfg)
     # `rlft eval run=...` rebuilds what the run acts with from this: EMA actor + Q selection (load_offline_policy)
     algo_config = OmegaConf.to_container(algo, resolve=True)
     write_spec(run.folder, actor, policy_meta(cfg, f"rlft offline algo={algo.name}, run {run.folder}") | {"algo": algo.name, "algo_config": algo_config})

@@ -8,9 +8,13 @@ state key, a tensor [B, T, D]; actions are raw chunks [B, H, A], of which the fi
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
 
 import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from rlft.policies.policy import Policy
 
 Obs = Mapping[str, torch.Tensor] | torch.Tensor
 
@@ -45,3 +49,36 @@ class ActingPolicy(Protocol):
     def end_episodes(self, done: torch.Tensor) -> None:
         """``done`` [B] bool: those episodes ended (after a step, or all True after a reset); for policies with memory."""
         ...
+
+
+class OverFrozenBase(nn.Module):
+    """What the acting policies of steering methods share (DSRL's noise actor, ResiP's residual): a frozen
+    base :class:`~rlft.policies.policy.Policy` that stays in eval mode, its observation history, its sampling
+    steps unless ``steps`` says otherwise, and deterministic acting by default (the learned part's mean)."""
+
+    default_stochastic = False
+
+    def __init__(self, base: "Policy", steps: int | None):
+        super().__init__()
+        self.base = base.eval().requires_grad_(False)
+        self.steps = steps
+
+    @property
+    def obs_horizon(self) -> int:
+        return self.base.obs_horizon
+
+    @property
+    def default_steps(self) -> int:
+        return self.steps or self.base.default_steps
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    def train(self, mode: bool = True) -> "OverFrozenBase":
+        super().train(mode)
+        self.base.eval()
+        return self
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """No memory across chunks (a subclass with memory overrides this)."""

@@ -27,6 +27,7 @@ from torch import nn
 
 from rlft.algos.registry import LoadOptions
 from rlft.errors import ConfigError
+from rlft.policies.acting import OverFrozenBase
 from rlft.policies.chain import gaussian_log_prob
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import latest_checkpoint, load_policy, load_weights, read_spec
@@ -158,7 +159,7 @@ class ResidualProvider(nn.Module):
         return {}
 
 
-class ResidualPolicy(nn.Module):
+class ResidualPolicy(OverFrozenBase):
     """The frozen base + ResiP's residual as one policy that acts every env step (``act_steps`` = 1).
 
     ``sample(obs)`` -> raw actions [N, 1, A] with the residual's mean, or a Gaussian draw if
@@ -167,31 +168,11 @@ class ResidualPolicy(nn.Module):
     """
 
     act_steps = 1
-    default_stochastic = False  # the residual's mean, whatever the base head's own default
 
     def __init__(self, base: Policy, residual: ResidualActor, steps: int | None, scale: float):
-        super().__init__()
-        self.base = base.eval().requires_grad_(False)
-        self.residual = residual
-        self.steps, self.scale = steps, scale
+        super().__init__(base, steps)
+        self.residual, self.scale = residual, scale
         self.queue = BaseQueue(base, steps)
-
-    @property
-    def obs_horizon(self) -> int:
-        return self.base.obs_horizon
-
-    @property
-    def default_steps(self) -> int:
-        return self.steps or self.base.default_steps
-
-    @property
-    def device(self) -> torch.device:
-        return self.base.device
-
-    def train(self, mode: bool = True) -> "ResidualPolicy":
-        super().train(mode)
-        self.base.eval()
-        return self
 
     def end_episodes(self, done: torch.Tensor) -> None:
         self.queue.end_episodes(done)

@@ -103,7 +103,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---- data ------------------------------------------------------------------------------------
 def cmd_data_import(args: argparse.Namespace) -> int:
     from rlft.datasets.readers import import_dataset
+    from rlft.io import refuse_overwrite
 
+    refuse_overwrite(args.out, args.force, "--force")
     store = import_dataset(args.src, args.format, args.out)
     s = store.summary()
     print(json.dumps({"path": s["path"], "episodes": s["episodes"], "steps": s["steps"], "keys": s["keys"]}))
@@ -112,7 +114,9 @@ def cmd_data_import(args: argparse.Namespace) -> int:
 
 def cmd_data_merge(args: argparse.Namespace) -> int:
     from rlft.datasets.store import merge_stores
+    from rlft.io import refuse_overwrite
 
+    refuse_overwrite(args.out, args.force, "--force")
     s = merge_stores(args.srcs, args.out).summary()
     print(json.dumps({"path": s["path"], "episodes": s["episodes"], "steps": s["steps"], "return_mean": round(s["return"]["mean"], 1)}))
     return 0
@@ -138,10 +142,17 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 # ---- collect ---------------------------------------------------------------------------------
 def cmd_collect(args: argparse.Namespace) -> int:
-    from rlft.algos.expert import collect, validate
+    from rlft.algos.expert import collect, dataset_path, validate
+    from rlft.io import refuse_overwrite
 
     # Recording runs after training, so --resume may re-record with other dataset settings.
-    started = _start_run("collect", args, validate, may_change=("datasets", "out"))
+    def check(cfg: DictConfig) -> None:
+        validate(cfg)
+        if not args.resume:  # a resumed run re-records its own datasets on purpose
+            for kind in cfg.datasets.kinds:
+                refuse_overwrite(dataset_path(cfg, kind), cfg.force, "force=true")
+
+    started = _start_run("collect", args, check, may_change=("datasets", "out", "force"))
     if started is None:
         return 0
     cfg, run = started
@@ -302,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", required=True, choices=["d4rl", "minari", "robomimic", "npz"], help="d4rl HDF5, Minari dataset folder, robomimic/LIBERO HDF5, DPPO npz"
     )
     q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
+    q.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
     q.set_defaults(func=cmd_data_import)
     q = data_sub.add_parser(
         "merge",
@@ -310,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("srcs", nargs="+", metavar="SRC", help="store paths or shipped dataset names")
     q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
+    q.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
     q.set_defaults(func=cmd_data_merge)
     q = data_sub.add_parser(
         "info", help="summarise a native store", description="Print episodes, steps, keys (per-step shapes), returns and reference returns of a store."

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from rlft.errors import ConfigError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -66,3 +68,10 @@ def atomic_write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def refuse_overwrite(path: str | Path, force: bool, how: str) -> None:
+    """A ConfigError if ``path`` exists and ``force`` is off: nothing a user made is replaced by accident.
+    ``how``: how to say force on this command (``--force``, ``force=true``)."""
+    if Path(path).exists() and not force:
+        raise ConfigError(f"{path} already exists; choose another output or add {how} to replace it")

@@ -388,6 +388,7 @@ class CollectConfig(CommandConfig):
     expert: ExpertConfig = MISSING
     datasets: DatasetsConfig = MISSING
     out: str = MISSING
+    force: bool = MISSING
     env: EnvConfig = MISSING
 
     def __post_init__(self) -> None:
@@ -436,6 +437,7 @@ class ExportConfig(CommandConfig):
     format: str = MISSING
     steps: Optional[int] = MISSING
     out: Optional[str] = MISSING
+    force: bool = MISSING
     checkpoint: Optional[str] = MISSING
     weights: str = MISSING
     parity_batch: int = MISSING

@@ -247,6 +247,14 @@ def test_collect_rejects_bad_configs_before_training(tmp_path, capsys):
     assert main(["collect", f"run.dir={tmp_path}", "run.name=l", "expert.load=hopper-v5-expert"]) == 2
     assert main(["collect", f"run.dir={tmp_path}", "run.name=p", "env=pointmass", *TINY]) == 2
     assert "MuJoCo tasks" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    shared = tmp_path / "shared"  # out= a folder that already holds a dataset of this name
+    shared.mkdir()
+    (shared / "hopper-v5-expert.zarr.zip").write_text("the user's")
+    load = ["expert.load=hopper-v5-expert", "datasets.kinds=[expert]", "datasets.steps=50", f"out={shared}"]
+    assert main(["collect", f"run.dir={tmp_path}", "run.name=o", *load]) == 2
+    assert "already exists" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert (shared / "hopper-v5-expert.zarr.zip").read_text() == "the user's"
+    assert main(["collect", f"run.dir={tmp_path}", "run.name=o", *load, "force=true"]) == 0
 
 
 def test_medium_is_the_snapshot_closest_to_the_target(tmp_path):

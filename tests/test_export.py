@@ -232,6 +232,11 @@ def test_cli_export_then_eval_gives_the_pytorch_return(hopper_policy, tmp_path, 
     assert json.loads(capsys.readouterr().out)["return_mean"] == exported["return_mean"]
     assert main(["eval", f"run={out}", "steps=5", *common]) == 2
     assert "exported with 3 sampling steps" in capsys.readouterr().err
+    before = (out / "controller.json").read_bytes()
+    assert main(["export", f"run={hopper_policy}", "format=onnx", "steps=3", f"out={out}"]) == 2  # never replaced silently
+    assert "already exists" in capsys.readouterr().err and (out / "controller.json").read_bytes() == before
+    assert main(["export", f"run={hopper_policy}", "format=onnx", "steps=2", f"out={out}", "force=true"]) == 0
+    assert json.loads((out / "controller.json").read_text())["steps"] == 2
 
 
 def test_default_output_folders(hopper_policy):

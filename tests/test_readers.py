@@ -165,3 +165,23 @@ def test_import_cli_prints_summary(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["episodes"] == 3 and out["steps"] == 25 and out["keys"]["obs"] == [11]
     assert EpisodeStore(tmp_path / "w.zarr.zip").meta["ref_returns"]["expert"] == 4592.3
+
+
+def test_import_and_merge_never_replace_what_exists_without_force(tmp_path, capsys):
+    write_d4rl(tmp_path / "walker2d_expert-v2.hdf5")
+    src = str(tmp_path / "walker2d_expert-v2.hdf5")
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    assert main(["data", "import", src, "--format", "d4rl", "--out", str(user)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists" in err and "--force" in err
+    assert (user / "notes.txt").read_text() == "keep me"  # untouched
+    store = tmp_path / "w.zarr.zip"
+    assert main(["data", "import", src, "--format", "d4rl", "--out", str(store)]) == 0
+    before = store.read_bytes()
+    assert main(["data", "merge", str(store), str(store), "--out", str(store)]) == 2
+    assert store.read_bytes() == before
+    assert main(["data", "merge", str(store), str(store), "--out", str(tmp_path / "ww.zarr.zip")]) == 0
+    assert main(["data", "import", src, "--format", "d4rl", "--out", str(user), "--force"]) == 0  # said so: replaced
+    assert EpisodeStore(user).n_steps == 25 and not (user / "notes.txt").exists()

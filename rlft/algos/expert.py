@@ -270,6 +270,11 @@ def replay_data(run: Run, until_step: int, action_space: gym.spaces.Box) -> tupl
     return data, np.flatnonzero(terminated | truncated) + 1
 
 
+def dataset_path(cfg: DictConfig, kind: str) -> Path:
+    """Where ``rlft collect`` writes the ``kind`` dataset: ``<out>/<env id>-<kind>.zarr.zip``."""
+    return Path(cfg.out) / f"{to_env_id(cfg.env.name).lower()}-{kind}.zarr.zip"
+
+
 def validate(cfg: DictConfig) -> None:
     """Refuse a collect config that cannot run, before anything is written."""
     kinds = list(cfg.datasets.kinds)
@@ -354,6 +359,5 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
                 "versions": versions,
             },
         }
-        path = Path(cfg.out) / f"{to_env_id(name).lower()}-{kind}.zarr.zip"
-        out[kind] = write_episodes(path, data, ends, meta)
+        out[kind] = write_episodes(dataset_path(cfg, kind), data, ends, meta)
     return out

@@ -32,6 +32,7 @@ from torch import nn
 from rlft import __version__
 from rlft.errors import ExportError
 from rlft.export.controller import CONTROLLER_FILE, Controller
+from rlft.io import refuse_overwrite
 from rlft.policies.encoders import is_image_shape
 from rlft.policies.heads import Diffusion
 from rlft.policies.policy import Policy, clipped_normal
@@ -221,6 +222,7 @@ def export_run(cfg: Any) -> dict[str, Any]:
     except ValueError as e:
         raise ConfigError(f"steps={steps}: {e}") from None
     out = Path(cfg.out) if cfg.out else default_out(folder, cfg.format, steps)
+    refuse_overwrite(out, cfg.force, "force=true")
     source = {"run": str(folder), "name": folder.name, "env": spec_meta.get("env"), "weights": cfg.weights, "checkpoint": cfg.checkpoint, "meta": spec_meta}
     meta = export_policy(policy, out, cfg.format, steps, source, control_dt=control_dt(spec_meta.get("env")), parity_batch=cfg.parity_batch)
     return {"out": str(out), "format": cfg.format, "steps": steps, "parity_max_abs_diff": meta["parity"]["max_abs_diff"], "control_dt": meta["control_dt"]}

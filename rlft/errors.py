@@ -32,5 +32,9 @@ class ExportError(RlftError, RuntimeError):
     """An export that cannot be trusted (the exported graph disagrees with PyTorch)."""
 
 
+class DivergedError(RlftError):
+    """Training produced a non-finite loss, gradient or weight; nothing was saved after the last good checkpoint."""
+
+
 class StopRequested(KeyboardInterrupt):
     """A training loop stopped on SIGTERM or a first Ctrl-C, after writing a checkpoint at its next logging step."""

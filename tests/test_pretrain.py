@@ -110,3 +110,14 @@ def test_observation_history_policy_runs_in_eval(tmp_path, capsys):
     assert main([*args, "train.checkpoint_every=4", "eval.episodes=2", f"run.dir={tmp_path}", "run.name=h"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "h" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["eval/episodes"] == 2 and rows[-1]["eval/env_steps"] > 0
+
+
+def test_a_diverging_run_stops_with_one_line_and_writes_no_non_finite_checkpoint(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    args = ["pretrain", *TINY[:-1], "eval.episodes=0", "train.lr=1.0e+6", "train.steps=500", f"run.dir={tmp_path}", "run.name=nan"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rlft: error: step ") and "stopped without saving" in err, err
+    for ckpt in (tmp_path / "nan" / "checkpoints").glob("step_*"):  # whatever was saved is finite and resumable
+        assert all(bool(torch.isfinite(t).all()) for t in load_file(str(ckpt / "model.safetensors")).values() if t.is_floating_point())

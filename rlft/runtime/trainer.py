@@ -10,6 +10,7 @@ run to the next logging step, write a checkpoint there and raise :class:`StopReq
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rlft.errors import StopRequested
+from rlft.errors import DivergedError, StopRequested
 from rlft.runtime.run import Run
 
 
@@ -47,6 +48,24 @@ def _stop_signals() -> Iterator[dict[str, bool]]:
             signal.signal(sig, handler)
 
 
+WATCHED = ("loss", "grad_norm")  # metrics whose non-finite value means the run diverged (others, e.g. explained variance, may be nan)
+
+
+def _non_finite(modules: Mapping[str, torch.nn.Module]) -> str | None:
+    """The first ``<module>.<tensor>`` with a NaN or inf in a floating-point parameter or buffer, else None."""
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                return f"{name}.{key}"
+    return None
+
+
+def _last_good(run: Run) -> str:
+    found = run.checkpoints()
+    where = f"the last good checkpoint, {found[-1].name}, stays resumable" if found else "no checkpoint was written"
+    return f"stopped without saving; {where}; to change the learning rate, start a new run.name"
+
+
 def fit(
     run: Run,
     update: Callable[[int], Mapping[str, float]],
@@ -63,7 +82,9 @@ def fit(
     ``optimizers`` holds anything with ``state_dict``/``load_state_dict`` (optimizers, LR schedulers).
     Metrics are averaged over each ``log_every`` window and logged at its last step. Returns the
     number of the last step run. On SIGTERM or Ctrl-C: checkpoint at the next logging step, then
-    :class:`StopRequested`.
+    :class:`StopRequested`. A non-finite loss or gradient norm (metrics named in :data:`WATCHED`), or a
+    non-finite weight at a checkpoint, raises :class:`DivergedError`: no non-finite checkpoint is ever
+    written, and the last good one stays resumable.
     """
     if checkpoint_every % log_every:
         raise ValueError(f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every ({log_every}) for exact resume")
@@ -77,6 +98,8 @@ def fit(
         with _stop_signals() as stop, tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=None) as bar:
             for step in range(start + 1, total_steps + 1):
                 for k, v in update(step).items():
+                    if not math.isfinite(float(v)) and any(word in k for word in WATCHED):
+                        raise DivergedError(f"step {step}: {k} is {float(v)}; {_last_good(run)}")
                     window.setdefault(k, []).append(float(v))
                 if step % log_every == 0 or step == total_steps:
                     means = {k: float(np.mean(v)) for k, v in window.items()}
@@ -85,6 +108,9 @@ def fit(
                     window.clear()
                 stopping = stop["stop"] and step % log_every == 0 and step < total_steps
                 if step % checkpoint_every == 0 or step == total_steps or stopping:
+                    bad = _non_finite(modules)
+                    if bad:
+                        raise DivergedError(f"step {step}: {bad} holds a non-finite value; {_last_good(run)}")
                     run.save_checkpoint(step, modules, optimizers, generators)
                 bar.update(1)
                 if stopping:

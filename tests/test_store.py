@@ -127,3 +127,12 @@ def test_atomic_writes_use_normal_permissions(tmp_path):
     atomic_write_dir(tmp_path / "ckpt", lambda d: save_file({"w": __import__("torch").zeros(1)}, str(d / "w.safetensors")))
     assert (tmp_path / "ckpt" / "w.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("key", ["obs", "action", "reward"])
+def test_non_finite_data_is_refused_with_its_key_and_first_step(tmp_path, key):
+    data = {"obs": np.zeros((6, 3), np.float32), "action": np.zeros((6, 2), np.float32), "reward": np.zeros(6, np.float32)}
+    data[key][4] = np.nan if key != "action" else np.inf
+    with pytest.raises(DatasetError, match=rf"'{key}' holds NaN or inf \(first at step 4\)"):
+        write_episodes(tmp_path / "d.zarr", data, np.array([3, 6]))
+    assert not (tmp_path / "d.zarr").exists()

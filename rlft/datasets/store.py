@@ -64,6 +64,10 @@ def write_episodes(
     for key, arr in data.items():
         if len(arr) != total:
             raise DatasetError(f"{path}: '{key}' has {len(arr)} steps but episode_ends says {total}")
+        values = np.asarray(arr)
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            step = int(np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(1))[0])
+            raise DatasetError(f"{path}: '{key}' holds NaN or inf (first at step {step}); clean the source data, nothing was written")
     attrs = {
         "rlft_format": FORMAT_VERSION,
         "stats": {k: key_stats(np.asarray(v)) for k, v in data.items() if np.issubdtype(np.asarray(v).dtype, np.floating)},

@@ -101,7 +101,7 @@ def _validate(cfg: DictConfig, command: str, algo_schema: str | None) -> DictCon
         typed = OmegaConf.merge(schema, cfg)
         _check_rules(typed)
     except ConfigKeyError as e:
-        raise ConfigError(f"unknown config key '{e.full_key}': {OmegaConf.get_type(e.parent_node).__name__} in rlft/schemas.py has no such field") from None
+        raise ConfigError(f"unknown config key '{e.full_key}': its typed config {OmegaConf.get_type(e.parent_node).__name__} has no such field") from None
     except MissingMandatoryValue as e:
         raise ConfigError(f"{e.full_key}: no value; the config must set it") from None
     except OmegaConfBaseException as e:  # a value that does not convert to its field's type

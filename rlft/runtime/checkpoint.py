@@ -62,11 +62,6 @@ def latest_checkpoint(folder: Path) -> Path:
     return found[-1]
 
 
-def checkpoint_step(checkpoint: Path) -> int:
-    """The step a checkpoint was written at."""
-    return int(json.loads((Path(checkpoint) / STATE_FILE).read_text())["step"])
-
-
 def save_checkpoint(
     ckpt_dir: Path,
     step: int,

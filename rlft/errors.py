@@ -32,6 +32,10 @@ class ExportError(RlftError, RuntimeError):
     """An export that cannot be trusted (the exported graph disagrees with PyTorch)."""
 
 
+class ActionError(RlftError, ValueError):
+    """Actions a batched env cannot apply: the wrong shape, or NaN / inf values."""
+
+
 class DivergedError(RlftError):
     """Training produced a non-finite loss, gradient or weight; nothing was saved after the last good checkpoint."""
 

@@ -186,10 +186,13 @@ class EnvConfig:
     max_episode_steps: int = MISSING
     kwargs: Dict[str, Any] = MISSING
     d4rl_ref: Optional[RefReturns] = MISSING
+    cost_limit: Optional[float] = MISSING
 
     def __post_init__(self) -> None:
         non_empty(self, "name", "id")
         positive(self, "max_episode_steps")
+        if self.cost_limit is not None:
+            non_negative(self, "cost_limit")
 
 
 @dataclass

@@ -85,3 +85,31 @@ def toy(tmp_path_factory):
         ]
         assert main(args) == 0
     return root
+
+
+# ---- the toy safe task (SafePointMass), shared by the safe offline RL tests ----------------------------
+def record_safety_demos(path, n_envs=20, episodes=200, seed=0):
+    """Episodes of the mixed demonstrator on SafePointMass (even sub-envs: the unsafe shortcut; odd: the detour), with costs."""
+    from rlft.datasets.store import write_episodes
+    from rlft.envs import make
+    from rlft.envs.toy import mixed_safety_demonstrator
+
+    env = make("pointmass_safe", n_envs, seed=seed)
+    rng = np.random.default_rng(seed)
+    detour = np.arange(n_envs) % 2 == 1
+    obs, _ = env.reset()
+    running = [[] for _ in range(n_envs)]
+    done_eps = []
+    while len(done_eps) < episodes:
+        a = mixed_safety_demonstrator(obs.numpy(), rng, detour)
+        nxt, r, te, tr, info = env.step(torch.from_numpy(a))
+        for i in range(n_envs):
+            running[i].append((obs[i].numpy().copy(), a[i], float(r[i]), bool(te[i]), bool(tr[i]), float(info["cost"][i])))
+            if te[i] or tr[i]:
+                done_eps.append(running[i])
+                running[i] = []
+        obs = nxt
+    cols = list(zip(*[step for ep in done_eps for step in ep]))
+    keys = ("obs", "action", "reward", "terminated", "truncated", "cost")
+    data = {k: np.asarray(c, dtype=bool if k in ("terminated", "truncated") else np.float32) for k, c in zip(keys, cols)}
+    write_episodes(path, data, np.cumsum([len(ep) for ep in done_eps]), {"env": "pointmass_safe"})

@@ -254,7 +254,7 @@ def test_offline_resume_is_exact(tmp_path, monkeypatch):
 def test_bad_input_is_one_line(tmp_path, capsys):
     assert main(["offline", "algo=dppo", f"run.dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
-    assert "not an offline algorithm" in err and "algo=dql or algo=iql or algo=ofql" in err and err.count("\n") == 1
+    assert "not an offline algorithm" in err and "algo=dql or algo=fisor or algo=iql or algo=ofql" in err and err.count("\n") == 1
     assert main(["offline", "algo.policy.horizon=4", f"run.dir={tmp_path}"]) == 2
     assert "horizon=1" in capsys.readouterr().err
     assert main(["offline", "algo.select.rule=best", f"run.dir={tmp_path}"]) == 2

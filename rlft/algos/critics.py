@@ -1,7 +1,8 @@
 """Critics shared by the offline (and later online) value-based methods.
 
 * :class:`TwinQ`: two Q networks Q_i(s, a) with Polyak-averaged target copies (TD3/DQL style);
-* :class:`ValueNet` and :func:`expectile_loss`: V(s) fitted by expectile regression (IQL, FISOR).
+* :class:`ValueNet` and :func:`expectile_loss`: V(s) fitted by expectile regression (IQL, FISOR's reward
+  and feasibility values).
 
 Critics take a state feature vector [B, C] (the policy's normalized, encoded observation) and
 normalized actions [B, H, A] (flattened inside).
@@ -66,9 +67,9 @@ class TwinQ(nn.Module):
 class ValueNet(nn.Module):
     """V(s): [B, C] -> [B]."""
 
-    def __init__(self, state_dim: int, hidden: int = 256, depth: int = 3):
+    def __init__(self, state_dim: int, hidden: int = 256, depth: int = 3, activation: type[nn.Module] = Mish):
         super().__init__()
-        self.net = mlp(state_dim, 1, hidden, depth)
+        self.net = mlp(state_dim, 1, hidden, depth, activation)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return self.net(state).squeeze(-1)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
@@ -66,12 +65,12 @@ class IQLConfig:
         learning_rate(self, "lr")
 
 
-def reward_scale(store: EpisodeStore) -> float:
-    """1000 / (max - min episode return) (IQL's locomotion normalisation; 1 for a store whose returns are all equal)."""
-    starts = np.concatenate([[0], store.episode_ends[:-1]])
-    returns = np.add.reduceat(store["reward"].astype(np.float64), starts)
+def reward_scale(store: EpisodeStore, length: float = 1000.0) -> float:
+    """``length`` / (max - min episode return): IQL's locomotion normalisation with 1000, FISOR's with the env's
+    episode limit (1 for a store whose returns are all equal)."""
+    returns = store.episode_returns()
     spread = float(returns.max() - returns.min())
-    return 1000.0 / spread if spread > 0 else 1.0
+    return length / spread if spread > 0 else 1.0
 
 
 def awr_weights(q: torch.Tensor, v: torch.Tensor, temperature: float, max_weight: float) -> torch.Tensor:

@@ -48,15 +48,22 @@ PLOTTED = ("critic_loss", "bc_loss", "q_mean", "eval/normalized_score")
 
 def check(cfg: DictConfig) -> None:
     """Config and data errors a user can fix, before anything is written."""
+    check_select(cfg.algo.select.candidates, cfg.algo.select.rule, "algo.select")
+    check_transitions(cfg)
+
+
+def check_transitions(cfg: DictConfig) -> EpisodeStore:
+    """A single-action actor and a dataset with usable transitions for it (the checks every offline method needs)."""
     algo = cfg.algo
     if algo.policy.horizon != 1 or algo.policy.act_steps != 1:
         raise ConfigError(
             f"offline RL learns Q over single actions: set algo.policy.horizon=1 and algo.policy.act_steps=1 (got {algo.policy.horizon}, "
             f"{algo.policy.act_steps})"
         )
-    check_select(algo.select.candidates, algo.select.rule, "algo.select")
     check_data(cfg, algo.policy)
-    TransitionSampler(EpisodeStore(cfg.data.path), list(algo.policy.obs_keys))  # rewards, terminals, usable transitions
+    store = EpisodeStore(cfg.data.path)
+    TransitionSampler(store, list(algo.policy.obs_keys))  # rewards, terminals, usable transitions
+    return store
 
 
 def check_select(candidates: int, rule: str, where: str) -> None:
@@ -104,6 +111,10 @@ class QSelect(nn.Module):
     def end_episodes(self, done: torch.Tensor) -> None:
         """No memory across chunks."""
 
+    def score(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """What selection ranks candidates by, [B]: min_i of the target Q_i (higher is better)."""
+        return self.critic.target(state, action).min(0).values
+
     @torch.no_grad()
     def sample(
         self, obs: Obs, noise: torch.Tensor | None = None, steps: int | None = None, stochastic: bool = False, generator: torch.Generator | None = None
@@ -113,7 +124,7 @@ class QSelect(nn.Module):
             return self.actor.sample(obs, noise, steps, stochastic, generator)
         many = _repeat(obs, self.candidates)
         chunks = self.actor.sample(many, None if noise is None else noise.repeat_interleave(self.candidates, 0), steps, stochastic, generator)
-        q = self.critic.target(self.actor.encode(many), self.actor.action_norm(chunks)).min(0).values.view(-1, self.candidates)
+        q = self.score(self.actor.encode(many), self.actor.action_norm(chunks)).view(-1, self.candidates)
         if self.rule == "max":
             pick = q.argmax(1)
         else:

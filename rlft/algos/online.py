@@ -123,11 +123,14 @@ def run_online(cfg: DictConfig, run: Run, build: Callable[[DictConfig, Policy, n
             successes = [e["success"] for e in episodes if e["success"] is not None]
             if successes:
                 metrics["train/success_rate"] = sum(successes) / len(successes)
+            if episodes[0]["cost"] is not None:
+                metrics["train/cost_mean"] = sum(e["cost"] for e in episodes) / len(episodes)
         if cfg.eval.episodes and (itr % cfg.eval.every == 0 or itr == n_iters or itr == 1):
             policy = learner.acting_policy()
             was_training = policy.training
             policy.eval()
-            result = evaluate(policy, cfg.env.name, cfg.eval.episodes, cfg.eval.seed, backend=cfg.train.backend, refs=refs)
+            limit = cfg.env.get("cost_limit")
+            result = evaluate(policy, cfg.env.name, cfg.eval.episodes, cfg.eval.seed, backend=cfg.train.backend, refs=refs, cost_limit=limit)
             policy.train(was_training)
             metrics |= {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
         return metrics

@@ -157,6 +157,16 @@ ALGOS: dict[str, AlgoSpec] = {
             "rlft.algos.iql:load_iql_policy",
             "expectile V + twin Q, advantage-weighted generative actor",
         ),
+        AlgoSpec(
+            "fisor",
+            "offline",
+            "rlft.algos.fisor:FISORConfig",
+            "rlft.algos.fisor:train_fisor",
+            "rlft.algos.fisor:load_fisor_policy",
+            "safe offline RL: reachability feasibility + weighted diffusion actor",
+            ("diffusion",),
+            check="rlft.algos.fisor:check",
+        ),
     )
 }
 

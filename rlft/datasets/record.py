@@ -10,7 +10,7 @@ from rlft.envs import make
 from rlft.envs.wrappers import ObsHistory
 from rlft.policies.acting import ActingPolicy
 
-DTYPES = {"obs": np.float32, "action": np.float32, "reward": np.float32, "terminated": bool, "truncated": bool}
+DTYPES = {"obs": np.float32, "action": np.float32, "reward": np.float32, "terminated": bool, "truncated": bool, "cost": np.float32}
 
 
 @torch.no_grad()
@@ -21,7 +21,7 @@ def record(
 
     Returns (data, episode_ends): obs [T, obs_dim] float32 (the observation the action was taken in),
     action [T, act_dim] float32 (the raw executed action), reward [T] float32, terminated [T] bool,
-    truncated [T] bool, with T = ``steps``; each episode's transitions are contiguous (sub-env by sub-env,
+    truncated [T] bool (and cost [T] float32 for safety tasks), with T = ``steps``; each episode's transitions are contiguous (sub-env by sub-env,
     in time order) and end with one flag set; episodes still running at the end get ``truncated`` on
     their last step. Of each chunk the policy samples, the first ``act_steps`` actions are executed one
     env step at a time; a sub-env whose episode ended sits out the rest of the chunk, and in the last
@@ -30,7 +30,8 @@ def record(
     base = make(env_name, n_envs, backend=backend, seed=seed, device=policy.device)
     env = ObsHistory(base, policy.obs_horizon)
     generator = torch.Generator(device=policy.device).manual_seed(seed)
-    rows: dict[str, list[torch.Tensor]] = {k: [] for k in (*DTYPES, "active")}
+    keys = [k for k in DTYPES if k != "cost" or base.has_cost]
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in (*keys, "active")}
     recorded = 0
     try:
         obs, _ = env.reset()
@@ -46,7 +47,8 @@ def record(
                         break
                     current = obs[:, -1]
                     obs, reward, terminated, truncated, info = env.step(chunk[:, k], None if bool(active.all()) else active)
-                    for key, value in (("obs", current), ("action", chunk[:, k]), ("reward", reward), ("terminated", terminated), ("truncated", truncated)):
+                    step = {"obs": current, "action": chunk[:, k], "reward": reward, "terminated": terminated, "truncated": truncated}
+                    for key, value in (step | ({"cost": info["cost"]} if base.has_cost else {})).items():
                         rows[key].append(value.cpu())
                     rows["active"].append(active.cpu())
                     recorded += int(active.sum())
@@ -71,5 +73,5 @@ def _episodes(rows: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.nd
         if not (stream["terminated"][-1] or stream["truncated"][-1]):
             stream["truncated"][-1] = True  # still running when recording stopped
         per_env.append(stream)
-    data = {k: np.concatenate([s[k] for s in per_env]) for k in DTYPES}
+    data = {k: np.concatenate([s[k] for s in per_env]) for k in per_env[0]}
     return data, np.flatnonzero(data["terminated"] | data["truncated"]) + 1

@@ -5,6 +5,7 @@ A window anchored at step t of an episode with steps [s, e) holds
 * ``obs``      [B, obs_horizon, ...]   steps t-obs_horizon+1 .. t; steps before s repeat step s
 * ``action``   [B, horizon, act_dim]   steps t .. t+horizon-1; steps from e on repeat step e-1
 * ``reward``   [B, horizon]            0 from e on
+* ``cost``     [B, horizon]            0 from e on (stores of safety tasks)
 * ``terminated`` [B, horizon]          the episode's last flag repeated from e on
 * ``valid``    [B, horizon] bool       False where the window ran past the episode end
 
@@ -52,8 +53,9 @@ class WindowSampler:
         batch = {key: torch.from_numpy(self.store[key][obs_idx]) for key in self.obs_keys}
         batch["action"] = torch.from_numpy(self.store["action"][act_idx])
         batch["valid"] = torch.from_numpy(valid)
-        if "reward" in self.store:
-            batch["reward"] = torch.from_numpy(np.where(valid, self.store["reward"][act_idx], 0).astype(np.float32))
+        for key in ("reward", "cost"):
+            if key in self.store:
+                batch[key] = torch.from_numpy(np.where(valid, self.store[key][act_idx], 0).astype(np.float32))
         if "terminated" in self.store:
             batch["terminated"] = torch.from_numpy(self.store["terminated"][act_idx].astype(bool))
         return batch

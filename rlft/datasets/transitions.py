@@ -30,7 +30,7 @@ class TransitionSampler:
     """Uniform batches over the usable transitions of ``store``.
 
     ``sample`` returns ``{<obs key>: [B, T, ...], action: [B, 1, A], reward: [B], terminal: [B] float,
-    next_<obs key>: [B, T, ...]}`` with T = ``obs_horizon``.
+    next_<obs key>: [B, T, ...]}`` with T = ``obs_horizon``, and ``cost: [B]`` where the store has costs.
     """
 
     def __init__(self, store: EpisodeStore, obs_keys: Sequence[str] = ("obs",), obs_horizon: int = 1):
@@ -61,6 +61,8 @@ class TransitionSampler:
         batch |= {f"next_{k}": nxt[k] for k in self.obs_keys}
         batch["action"] = now["action"]
         batch["reward"] = now["reward"][:, 0]
+        if "cost" in now:
+            batch["cost"] = now["cost"][:, 0]
         batch["terminal"] = torch.from_numpy(terminal.astype(np.float32))
         return batch
 

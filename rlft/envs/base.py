@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlft.errors import ConfigError
+from rlft.errors import ActionError, ConfigError
 
 StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]
 
@@ -22,7 +22,9 @@ class BatchedEnv(ABC):
     all on ``device`` (obs and reward in ``dtype``). Autoreset happens in the same step: for a sub-env
     whose episode ended, ``obs[i]`` is the new episode's first observation and ``info["final_obs"][i]``
     the ended episode's last one (rows of running sub-envs equal ``obs``); ``info["done"]`` is
-    ``terminated | truncated``. A seed given to the constructor seeds the first ``reset()``; sub-env
+    ``terminated | truncated``. Tasks with a safety cost (``has_cost``: the velocity-constrained
+    locomotion tasks, bullet-safety-gym, the safe point mass) add ``info["cost"]`` (N,) in ``dtype``,
+    the step's constraint cost (0 for sub-envs that sat out). A seed given to the constructor seeds the first ``reset()``; sub-env
     ``i`` gets ``seed + i``, as in gymnasium's vector envs. Finished episodes are counted inside the env
     and handed out by :meth:`pop_episodes`.
 
@@ -30,6 +32,7 @@ class BatchedEnv(ABC):
     """
 
     backend: str = ""
+    has_cost: bool = False  # backends set it when the task returns a per-step cost
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class BatchedEnv(ABC):
         self._pending_seed = seed
         self._episode_return = torch.zeros(self.n_envs, dtype=torch.float64, device=self.device)
         self._episode_length = torch.zeros(self.n_envs, dtype=torch.int64, device=self.device)
+        self._episode_cost = torch.zeros(self.n_envs, dtype=torch.float64, device=self.device)
         self._finished: list[dict[str, Any]] = []
         self._started = False
 
@@ -71,6 +75,7 @@ class BatchedEnv(ABC):
         self._started = True
         self._episode_return.zero_()
         self._episode_length.zero_()
+        self._episode_cost.zero_()
         return obs, {}
 
     def step(self, actions: torch.Tensor | np.ndarray, active: torch.Tensor | None = None) -> StepResult:
@@ -83,18 +88,25 @@ class BatchedEnv(ABC):
             raise RuntimeError("call reset() before step()")
         actions = torch.as_tensor(actions).detach()
         if tuple(actions.shape) != (self.n_envs, self.act_dim):
-            raise ValueError(f"actions must have shape (n_envs, act_dim) = ({self.n_envs}, {self.act_dim}), got {tuple(actions.shape)}")
+            raise ActionError(f"actions must have shape (n_envs, act_dim) = ({self.n_envs}, {self.act_dim}), got {tuple(actions.shape)}")
+        if actions.is_floating_point() and not bool(torch.isfinite(actions).all()):
+            row = int(torch.nonzero(~torch.isfinite(actions).all(1))[0])
+            raise ActionError(f"actions hold NaN or inf (first in sub-env {row}: {actions[row].tolist()}); the policy diverged or its input was bad")
         if active is not None:
             active = torch.as_tensor(active, dtype=torch.bool, device=self.device)
             if tuple(active.shape) != (self.n_envs,):
                 raise ValueError(f"active must have shape (n_envs,) = ({self.n_envs},), got {tuple(active.shape)}")
-        obs, reward, terminated, truncated, final_obs, success = self._step(actions, active)
+        obs, reward, terminated, truncated, final_obs, success, cost = self._step(actions, active)
         done = terminated | truncated
-        self._record(reward, done, active, success)
-        return obs, reward, terminated, truncated, {"final_obs": final_obs, "done": done}
+        self._record(reward, done, active, success, cost)
+        info = {"final_obs": final_obs, "done": done}
+        if self.has_cost:
+            info["cost"] = cost
+        return obs, reward, terminated, truncated, info
 
     def pop_episodes(self) -> list[dict[str, Any]]:
-        """Episodes finished since the last call: ``{"env": int, "return": float, "length": int, "success": bool | None}``."""
+        """Episodes finished since the last call: ``{"env": int, "return": float, "length": int, "success": bool | None,
+        "cost": float | None}`` (cost: the episode's summed safety cost; None for tasks without one)."""
         finished, self._finished = self._finished, []
         return finished
 
@@ -113,28 +125,34 @@ class BatchedEnv(ABC):
     @abstractmethod
     def _step(
         self, actions: torch.Tensor, active: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray | None]:
-        """Step (the active) sub-envs with autoreset: obs, reward, terminated, truncated, final_obs, success.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray | None, torch.Tensor | None]:
+        """Step (the active) sub-envs with autoreset: obs, reward, terminated, truncated, final_obs, success, cost.
 
-        ``success`` is None when the task has no success signal, else (N,) bool for finished episodes.
+        ``success`` is None when the task has no success signal, else (N,) bool for finished episodes;
+        ``cost`` (N,) in ``dtype`` when ``has_cost`` (0 for sub-envs that sat out), else None.
         """
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A copy of a numpy array as a tensor on this env's device (obs and rewards in the env's dtype)."""
         return torch.from_numpy(array).to(device=self.device, dtype=dtype or self.dtype, copy=True)
 
-    def _record(self, reward: torch.Tensor, done: torch.Tensor, active: torch.Tensor | None, success: np.ndarray | None) -> None:
+    def _record(self, reward: torch.Tensor, done: torch.Tensor, active: torch.Tensor | None, success: np.ndarray | None, cost: torch.Tensor | None) -> None:
         self._episode_return += reward
         self._episode_length += 1 if active is None else active
+        if cost is not None:
+            self._episode_cost += cost
         if not bool(done.any()):
             return
         ended = torch.nonzero(done).flatten().tolist()
         returns = self._episode_return[ended].tolist()
         lengths = self._episode_length[ended].tolist()
+        costs = self._episode_cost[ended].tolist()
         for k, i in enumerate(ended):
-            self._finished.append({"env": i, "return": returns[k], "length": lengths[k], "success": None if success is None else bool(success[i])})
+            episode = {"env": i, "return": returns[k], "length": lengths[k], "success": None if success is None else bool(success[i])}
+            self._finished.append(episode | {"cost": costs[k] if self.has_cost else None})
         self._episode_return[done] = 0.0
         self._episode_length[done] = 0
+        self._episode_cost[done] = 0.0
 
     def __enter__(self) -> BatchedEnv:
         return self

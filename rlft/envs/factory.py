@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from rlft.envs.base import BatchedEnv
-from rlft.envs.registry import env_id
+from rlft.envs.registry import env_id, velocity_limit
 from rlft.errors import ConfigError
 
 BACKENDS = ("auto", "native", "gpu", "gymnasium", "gymnasium_async")
@@ -30,30 +30,33 @@ def make(
     any id), or ``auto``: ``gpu`` when ``device`` is CUDA and MJX runs there, else ``native`` when it
     supports the task and ``env_kwargs``, else ``gymnasium``. ``threads``: physics threads of the native
     backend (default: every core this process may use). ``env_kwargs`` go to the task (gymnasium's
-    keyword names, plus ``max_episode_steps``).
+    keyword names, plus ``max_episode_steps``). Safety tasks (``hopper_vel``, ...; :mod:`rlft.envs.safety`)
+    put the step's cost in ``info["cost"]``.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
     if not isinstance(n_envs, int) or isinstance(n_envs, bool) or n_envs < 1:
         raise ConfigError(f"n_envs must be a positive integer, got {n_envs!r}")
-    gym_id = env_id(name)
+    gym_id, limit = env_id(name), velocity_limit(name)
     if backend == "auto":
-        backend = _auto_backend(gym_id, torch.device(device), env_kwargs)
+        backend = _auto_backend(gym_id, torch.device(device), env_kwargs, limit is not None)
     if backend == "native":
         from rlft.envs.backends.native import NativeMujocoEnv
 
         _check_locomotion(backend, gym_id)
-        return NativeMujocoEnv(gym_id, n_envs, seed=seed, device=device, dtype=dtype, threads=threads, **env_kwargs)
+        return NativeMujocoEnv(gym_id, n_envs, seed=seed, device=device, dtype=dtype, threads=threads, velocity_limit=limit, **env_kwargs)
     if backend == "gpu":
         from rlft.envs.backends.mjx import MjxEnv, mjx_installed
 
         _check_locomotion(backend, gym_id)
+        if limit is not None:
+            raise ConfigError(f"the gpu backend has no safety costs yet; run {name} with backend=native or backend=gymnasium")
         if not mjx_installed():
             raise ConfigError("the gpu backend needs MJX: pip install -e .[gpu] (mujoco-mjx and jax)")
         return MjxEnv(gym_id, n_envs, seed=seed, device=device, dtype=dtype, **env_kwargs)
     from rlft.envs.backends.gym_vector import GymVectorEnv
 
-    return GymVectorEnv(gym_id, n_envs, asynchronous=backend == "gymnasium_async", seed=seed, device=device, dtype=dtype, **env_kwargs)
+    return GymVectorEnv(gym_id, n_envs, asynchronous=backend == "gymnasium_async", seed=seed, device=device, dtype=dtype, velocity_limit=limit, **env_kwargs)
 
 
 def _check_locomotion(backend: str, gym_id: str) -> None:
@@ -63,7 +66,7 @@ def _check_locomotion(backend: str, gym_id: str) -> None:
         raise ConfigError(f"the {backend} backend runs {', '.join(TASKS)}, not {gym_id}; use backend=gymnasium")
 
 
-def _auto_backend(gym_id: str, device: torch.device, env_kwargs: dict[str, Any]) -> str:
+def _auto_backend(gym_id: str, device: torch.device, env_kwargs: dict[str, Any], costs: bool) -> str:
     from rlft.envs.backends.locomotion import TASKS, task_params
 
     supported = gym_id in TASKS
@@ -72,7 +75,7 @@ def _auto_backend(gym_id: str, device: torch.device, env_kwargs: dict[str, Any])
             task_params(TASKS[gym_id], env_kwargs)
         except ConfigError:
             supported = False
-    if supported and device.type == "cuda":
+    if supported and device.type == "cuda" and not costs:  # the gpu backend has no safety costs
         from rlft.envs.backends.mjx import gpu_available
 
         if gpu_available():

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from rlft.envs.safety import SAFE_VELOCITY
 from rlft.errors import ConfigError
 from rlft.paths import CONFIG_DIR
 
@@ -21,20 +22,30 @@ LOCOMOTION = {
 
 
 # Short names of the tasks rlft bundles (registered with gymnasium by rlft.envs.toy).
-BUNDLED = {"pointmass": "rlft/PointMass-v0"}
+BUNDLED = {"pointmass": "rlft/PointMass-v0", "pointmass_safe": "rlft/SafePointMass-v0"}
 
 
 def env_id(name: str) -> str:
-    """Gymnasium id for a short name (``hopper`` -> ``Hopper-v5``); full ids pass through."""
+    """Gymnasium id for a short name (``hopper`` -> ``Hopper-v5``, ``hopper_vel`` -> ``Hopper-v5`` with a
+    velocity cost, see :func:`velocity_limit`); full ids pass through."""
     import rlft.envs.toy  # noqa: F401  (registers the bundled tasks)
 
     if name in LOCOMOTION:
         return LOCOMOTION[name]
+    if name in SAFE_VELOCITY:
+        return SAFE_VELOCITY[name]
     if name in BUNDLED:
         return BUNDLED[name]
     if name in gym.registry:
         return name
-    raise ConfigError(f"unknown env '{name}'; short names: {', '.join(sorted(LOCOMOTION | BUNDLED))}, or any registered gymnasium id")
+    raise ConfigError(f"unknown env '{name}'; short names: {', '.join(sorted(LOCOMOTION | BUNDLED | SAFE_VELOCITY))}, or any registered gymnasium id")
+
+
+def velocity_limit(name: str) -> float | None:
+    """The forward-velocity limit of a velocity-constrained task's short name (``hopper_vel``), else None."""
+    from rlft.envs.safety import VELOCITY_LIMITS
+
+    return VELOCITY_LIMITS[SAFE_VELOCITY[name]] if name in SAFE_VELOCITY else None
 
 
 def make(name: str, **kwargs: Any) -> gym.Env:

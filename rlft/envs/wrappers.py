@@ -67,7 +67,8 @@ class ActionChunk(_Delegating):
     ``step(chunk)`` returns obs after the chunk, reward (N,) = the plain sum of the rewards of the
     executed env steps, terminated / truncated (N,) = whether the episode ended inside the chunk, and
     info with ``final_obs`` (the ended episode's last obs; else equal to obs), ``done`` and ``steps``
-    (N,) int64, the env steps each sub-env actually took. A sub-env whose episode ends inside the chunk
+    (N,) int64, the env steps each sub-env actually took (and ``cost``, the chunk's summed cost, for
+    safety tasks). A sub-env whose episode ends inside the chunk
     sits out the rest of it (masked steps), so no leftover action touches its new episode; its obs is
     the new episode's first obs. The native and gpu backends leave masked sub-envs out of the physics
     step; the gymnasium backends pause them with a per-sub-env wrapper (``Pausable``) that answers a
@@ -98,6 +99,7 @@ class ActionChunk(_Delegating):
         device = self.env.device
         running = torch.ones(n, dtype=torch.bool, device=device)
         total = torch.zeros(n, dtype=self.env.dtype, device=device)
+        cost = torch.zeros_like(total) if self.env.has_cost else None
         steps = torch.zeros(n, dtype=torch.int64, device=device)
         terminated = torch.zeros(n, dtype=torch.bool, device=device)
         truncated = torch.zeros_like(terminated)
@@ -106,6 +108,8 @@ class ActionChunk(_Delegating):
             active = None if k == 0 or bool(running.all()) else running
             obs, reward, term, trunc, info = self.env.step(chunk[:, k], active)
             total += reward if self.gamma is None else reward * self.gamma**k  # 0 for sub-envs that sat out
+            if cost is not None:
+                cost += info["cost"]
             steps += running
             terminated |= term
             truncated |= trunc
@@ -116,7 +120,8 @@ class ActionChunk(_Delegating):
                 break
         finished = (terminated | truncated).view(-1, *[1] * (obs.dim() - 1))
         final_obs = torch.where(finished, final_obs, obs)
-        return obs, total, terminated, truncated, {"final_obs": final_obs, "done": terminated | truncated, "steps": steps}
+        out = {"final_obs": final_obs, "done": terminated | truncated, "steps": steps}
+        return obs, total, terminated, truncated, out if cost is None else out | {"cost": cost}
 
 
 class SingleEnv(gym.Env):

@@ -65,12 +65,13 @@ def _check_x(x: torch.Tensor, horizon: int, action_dim: int) -> None:
 
 
 class ResidualBlock(nn.Module):
-    """Two pre-activation linear layers with a skip connection."""
+    """Two pre-activation linear layers with a skip connection (dropout on the block's input if asked)."""
 
-    def __init__(self, width: int, layer_norm: bool = False):
+    def __init__(self, width: int, layer_norm: bool = False, dropout: float = 0.0):
         super().__init__()
         norm = (lambda: nn.LayerNorm(width)) if layer_norm else nn.Identity
-        self.body = nn.Sequential(norm(), Mish(), nn.Linear(width, width), norm(), Mish(), nn.Linear(width, width))
+        drop = [nn.Dropout(dropout)] if dropout else []
+        self.body = nn.Sequential(*drop, norm(), Mish(), nn.Linear(width, width), norm(), Mish(), nn.Linear(width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -81,7 +82,8 @@ class ResidualMLP(nn.Module):
 
     ``depth`` counts hidden layers of width ``hidden``: one input layer, then residual blocks of two
     layers each (depth 3 = input layer + one block, DPPO's 512-512-512). ``residual=False`` makes it a
-    plain Mish MLP of ``depth`` hidden layers (any depth; DQL's 3x256 noise net).
+    plain Mish MLP of ``depth`` hidden layers (any depth; DQL's 3x256 noise net). ``dropout``: on the input
+    of each residual block while training (FISOR's LN-ResNet actor: layer norm, 3 blocks, dropout 0.1).
     """
 
     def __init__(
@@ -96,15 +98,18 @@ class ResidualMLP(nn.Module):
         layer_norm: bool = False,
         time_scale: float = 1000.0,
         residual: bool = True,
+        dropout: float = 0.0,
     ):
         super().__init__()
         if depth < 1 or (residual and (depth - 1) % 2):
             raise ValueError(f"ResidualMLP depth must be odd (1 input layer + 2 per residual block), got {depth}")
+        if not 0.0 <= dropout < 1.0 or (dropout and not residual):
+            raise ValueError(f"ResidualMLP dropout must be in [0, 1) and needs residual blocks, got {dropout} (residual={residual})")
         self.action_dim, self.horizon = action_dim, horizon
         self.time = TimeEmbedding(n_times, time_dim, time_dim, time_scale)
         self.inp = nn.Linear(horizon * action_dim + time_dim + cond_dim, hidden)
         if residual:
-            self.blocks = nn.Sequential(*[ResidualBlock(hidden, layer_norm) for _ in range((depth - 1) // 2)])
+            self.blocks = nn.Sequential(*[ResidualBlock(hidden, layer_norm, dropout) for _ in range((depth - 1) // 2)])
         else:
             norm = (lambda: nn.LayerNorm(hidden)) if layer_norm else nn.Identity
             self.blocks = nn.Sequential(*[nn.Sequential(norm(), Mish(), nn.Linear(hidden, hidden)) for _ in range(depth - 1)])

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from rlft.envs import make
 from rlft.envs.registry import normalized_score
+from rlft.envs.safety import COST_LIMIT, normalized_cost
 from rlft.envs.wrappers import ActionChunk, ObsHistory
 from rlft.policies.acting import ActingPolicy
 
@@ -46,9 +47,13 @@ def evaluate(
     video: Path | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
     stochastic: bool | None = None,
+    cost_limit: float | None = None,
 ) -> dict[str, Any]:
     """Return ``{return_mean, return_std, normalized_score, success_rate, episodes, env_steps_per_s, ...}``.
 
+    Safety tasks add ``cost_mean``, ``cost_std`` (episode costs), ``normalized_cost`` (of the mean, against
+    ``cost_limit``, default :data:`rlft.envs.safety.COST_LIMIT`), ``safe`` (normalized cost < 1) and
+    ``normalized_reward`` ((R - R_min) / (R_max - R_min) with ``refs`` as (R_min, R_max), DSRL's).
     ``policy``: an :class:`~rlft.policies.acting.ActingPolicy`. ``stochastic``: None = its ``default_stochastic``.
     Its ``end_episodes(done [N])`` is called after every step and with all True after the reset (ResiP
     keeps a queue of base actions across steps).
@@ -96,6 +101,12 @@ def evaluate(
         "env_steps": env_steps,
         "env_steps_per_s": env_steps / elapsed,
     }
+    if base.has_cost:
+        costs = np.array([e["cost"] for e in episodes_done])
+        limit = COST_LIMIT if cost_limit is None else float(cost_limit)
+        result |= {"cost_mean": float(costs.mean()), "cost_std": float(costs.std()), "cost_limit": limit}
+        result |= {"normalized_cost": normalized_cost(costs.mean(), limit), "safe": normalized_cost(costs.mean(), limit) < 1.0}
+        result["normalized_reward"] = float(normalized_score(flat.mean(), *refs)) / 100.0 if refs else None
     if video is not None:
         result["video"] = str(write_video(video, frames, fps=1.0 / (getattr(base, "dt", 1 / 30) * policy.act_steps)))
     return result
@@ -129,7 +140,7 @@ def policy_evaluator(cfg: DictConfig) -> Callable[[ActingPolicy, int], dict[str,
     def run_eval(policy: ActingPolicy, step: int) -> dict[str, float]:
         was_training = policy.training
         policy.eval()
-        out = evaluate(policy, name, cfg.eval.episodes, cfg.eval.seed, backend=cfg.eval.backend, refs=refs)
+        out = evaluate(policy, name, cfg.eval.episodes, cfg.eval.seed, backend=cfg.eval.backend, refs=refs, cost_limit=cfg.env.get("cost_limit"))
         policy.train(was_training)
         return {k: v for k, v in out.items() if isinstance(v, (int, float)) and v is not None}
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from rlft.envs.base import BatchedEnv
+from rlft.envs.safety import VelocityCost, costs_in_info
 
 
 class Pausable(gym.Wrapper):
@@ -44,19 +45,21 @@ def _renders_rgb(gym_id: str) -> bool:
     return "rgb_array" in getattr(creator, "metadata", {}).get("render_modes", [])
 
 
-def _make_pausable(gym_id: str, env_kwargs: dict[str, Any], owner_pid: int) -> gym.Env:
+def _make_pausable(gym_id: str, env_kwargs: dict[str, Any], owner_pid: int, velocity_limit: float | None) -> gym.Env:
     """The sub-env; in an async worker process (not ``owner_pid``) SIGINT is ignored first, so a
     terminal Ctrl-C, which reaches the whole process group, leaves the workers to the main process:
     its graceful stop (:func:`rlft.runtime.trainer.fit`) still has envs to finish the iteration with."""
     if os.getpid() != owner_pid:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return Pausable(gym.make(gym_id, **env_kwargs))
+    env = gym.make(gym_id, **env_kwargs)
+    return Pausable(env if velocity_limit is None else VelocityCost(env, velocity_limit))
 
 
 class GymVectorEnv(BatchedEnv):
     """gymnasium's SyncVectorEnv (``asynchronous=False``) or AsyncVectorEnv (one process per sub-env).
 
-    Episode success is read from ``is_success`` or ``success`` in a finished episode's last info.
+    Episode success is read from ``is_success`` or ``success`` in a finished episode's last info; the
+    step cost from ``info["cost"]`` for safety tasks (``velocity_limit`` adds it to locomotion envs).
     """
 
     def __init__(
@@ -67,13 +70,15 @@ class GymVectorEnv(BatchedEnv):
         seed: int | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        velocity_limit: float | None = None,
         **env_kwargs: Any,
     ) -> None:
         self.backend = "gymnasium_async" if asynchronous else "gymnasium"
+        self.has_cost = velocity_limit is not None or costs_in_info(gym_id)
         if "render_mode" not in env_kwargs and _renders_rgb(gym_id):
             env_kwargs["render_mode"] = "rgb_array"
         owner_pid = os.getpid()
-        fns = [lambda: _make_pausable(gym_id, env_kwargs, owner_pid) for _ in range(n_envs)]
+        fns = [lambda: _make_pausable(gym_id, env_kwargs, owner_pid, velocity_limit) for _ in range(n_envs)]
         vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
         self.vec = vector(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         max_steps = env_kwargs.get("max_episode_steps", gym.spec(gym_id).max_episode_steps)
@@ -100,6 +105,7 @@ class GymVectorEnv(BatchedEnv):
         obs, reward, terminated, truncated, info = self.vec.step(actions.to("cpu").numpy().astype(space.dtype, copy=False))
         final_obs = np.array(obs, copy=True)
         success = None
+        cost = self._cost(info, "cost") if self.has_cost else None
         if "final_obs" in info:
             ended = np.flatnonzero(info["_final_obs"])
             final_obs[ended] = np.stack([info["final_obs"][i] for i in ended])
@@ -107,6 +113,8 @@ class GymVectorEnv(BatchedEnv):
             for key in ("is_success", "success"):
                 if key in last_info:
                     success = np.asarray(last_info[key], dtype=bool)
+            if self.has_cost:  # an ended sub-env's step info is its final info (the info beside it is the reset's)
+                cost[ended] = self._cost(last_info, "cost")[ended]
         return (
             self._tensor(np.asarray(obs)),
             self._tensor(np.asarray(reward, dtype=np.float64)),
@@ -114,7 +122,14 @@ class GymVectorEnv(BatchedEnv):
             self._tensor(truncated, torch.bool),
             self._tensor(final_obs),
             success,
+            None if cost is None else self._tensor(cost),
         )
+
+    def _cost(self, info: dict[str, Any], key: str) -> np.ndarray:
+        """info[key] of the sub-envs that set it, 0 for the others (paused ones), float64 (N,)."""
+        if key not in info:
+            return np.zeros(self.n_envs)
+        return np.where(info[f"_{key}"], np.asarray(info[key], dtype=np.float64), 0.0)
 
     def render(self, index: int = 0) -> np.ndarray:
         # the sync vector env holds its sub-envs; the async one can only ask all of them

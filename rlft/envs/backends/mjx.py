@@ -92,7 +92,7 @@ class MjxEnv(BatchedEnv):
         data, elapsed, obs, reward, terminated, truncated, final_obs = self._step_fn(data, elapsed, obs, ctrl, mask, key)
         self._state = (data, elapsed, obs)
         as_bool = functools.partial(self._torch, dtype=torch.bool)
-        return self._torch(obs), self._torch(reward), as_bool(terminated), as_bool(truncated), self._torch(final_obs), None
+        return self._torch(obs), self._torch(reward), as_bool(terminated), as_bool(truncated), self._torch(final_obs), None, None
 
     def _jax(self, tensor: torch.Tensor) -> Any:
         import jax

@@ -23,6 +23,7 @@ from gymnasium.utils.seeding import np_random
 
 from rlft.envs.backends.locomotion import setup
 from rlft.envs.base import BatchedEnv
+from rlft.envs.safety import velocity_cost
 
 
 def default_threads() -> int:
@@ -55,7 +56,10 @@ class ThreadedStepper:
 
 
 class NativeMujocoEnv(BatchedEnv):
-    """Hopper, Walker2d, HalfCheetah or Ant v5 as one batch; matches gymnasium's vector env step for step."""
+    """Hopper, Walker2d, HalfCheetah or Ant v5 as one batch; matches gymnasium's vector env step for step.
+
+    ``velocity_limit``: the velocity-constrained task (:mod:`rlft.envs.safety`), with a per-step cost.
+    """
 
     backend = "native"
 
@@ -67,9 +71,12 @@ class NativeMujocoEnv(BatchedEnv):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         threads: int | None = None,
+        velocity_limit: float | None = None,
         **env_kwargs: Any,
     ) -> None:
         task = setup(gym_id, env_kwargs, "native")
+        self.velocity_limit = velocity_limit
+        self.has_cost = velocity_limit is not None
         self.task, self.params, self.model, self.frame_skip, self.dt = task.task, task.params, task.model, task.frame_skip, task.dt
         super().__init__(n_envs, task.observation_space, task.action_space, task.max_episode_steps, seed, device, dtype)
         m = self.model
@@ -142,6 +149,7 @@ class NativeMujocoEnv(BatchedEnv):
         qpos = self._qpos[envs]
         x_velocity = ((self._xy[envs, 0] if self._contact else qpos[:, 0]) - x_before) / self.dt
         reward, terminated = self.task.reward_and_termination(np, self.params, qpos, self._qvel[envs], self._cfrc[envs], x_velocity, self._actions[envs])
+        cost = velocity_cost(x_velocity, self.velocity_limit) if self.has_cost else np.zeros(len(envs))
         self._elapsed[envs] += 1
         truncated = self._elapsed[envs] >= self.max_episode_steps
         self._obs[envs] = self._observe(envs)
@@ -149,14 +157,14 @@ class NativeMujocoEnv(BatchedEnv):
         ended = envs[terminated | truncated]
         if len(ended):
             self._reset_envs(ended)
-        return self._scatter(envs, reward, terminated, truncated, final_obs)
+        return self._scatter(envs, reward, terminated, truncated, cost, final_obs)
 
-    def _scatter(self, envs: np.ndarray, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, final_obs: np.ndarray):
-        """Per-active-env results as full (N,) tensors (sub-envs that sat out: reward 0, not done)."""
+    def _scatter(self, envs: np.ndarray, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, cost: np.ndarray, final_obs: np.ndarray):
+        """Per-active-env results as full (N,) tensors (sub-envs that sat out: reward 0, cost 0, not done)."""
         if len(envs) < self.n_envs:
-            full = np.zeros((3, self.n_envs))
-            full[:, envs] = reward, terminated, truncated
-            reward, terminated, truncated = full[0], full[1].astype(bool), full[2].astype(bool)
+            full = np.zeros((4, self.n_envs))
+            full[:, envs] = reward, terminated, truncated, cost
+            reward, terminated, truncated, cost = full[0], full[1].astype(bool), full[2].astype(bool), full[3]
         return (
             self._tensor(self._obs),
             self._tensor(np.asarray(reward, dtype=np.float64)),
@@ -164,6 +172,7 @@ class NativeMujocoEnv(BatchedEnv):
             self._tensor(truncated, torch.bool),
             self._tensor(final_obs),
             None,
+            self._tensor(np.asarray(cost, dtype=np.float64)) if self.has_cost else None,
         )
 
     def render(self, index: int = 0, width: int = 480, height: int = 480) -> np.ndarray:

@@ -122,6 +122,17 @@ def cmd_data_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_filter(args: argparse.Namespace) -> int:
+    from rlft.datasets.store import EpisodeStore, filter_store
+    from rlft.io import refuse_overwrite
+
+    refuse_overwrite(args.out, args.force, "--force")
+    source = EpisodeStore(args.src)
+    s = filter_store(source.path, args.out, args.max_cost).summary()
+    print(json.dumps({"path": s["path"], "episodes": s["episodes"], "of": source.n_episodes, "steps": s["steps"], "cost_max": s["cost"]["max"]}))
+    return 0
+
+
 def cmd_data_info(args: argparse.Namespace) -> int:
     from rlft.datasets.store import EpisodeStore
 
@@ -135,6 +146,9 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     if "return" in s:
         r = s["return"]
         print(f"  return: mean {r['mean']:.1f}  std {r['std']:.1f}  min {r['min']:.1f}  max {r['max']:.1f}")
+    if "cost" in s:
+        c = s["cost"]
+        print(f"  episode cost: mean {c['mean']:.1f}  std {c['std']:.1f}  min {c['min']:.1f}  max {c['max']:.1f}")
     if "ref_returns" in s:
         print(f"  reference returns (normalized score 0 / 100): {s['ref_returns']['random']:.1f} / {s['ref_returns']['expert']:.1f}")
     return 0
@@ -206,7 +220,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rlft.algos.registry import LoadOptions, load_acting_policy
     from rlft.export.exporter import ExportedPolicy, is_exported
     from rlft.runtime.checkpoint import is_shipped, read_spec, resolve_policy
-    from rlft.runtime.evaluate import evaluate
+    from rlft.runtime.evaluate import env_cost_limit, evaluate
     from rlft.runtime.seeding import set_threads
 
     set_threads(cfg.threads)
@@ -238,6 +252,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         refs=refs,
         video=video,
         stochastic=False if cfg.sampler == "deterministic" else None,
+        cost_limit=cfg.cost_limit if cfg.cost_limit is not None else env_cost_limit(meta["env"]),
     )
     result = {"run": str(folder), "env": meta["env"], "steps": cfg.steps or policy.default_steps, **result}
     from rlft.algos.offline import QSelect
@@ -250,7 +265,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         score = f", normalized score {result['normalized_score']:.1f}" if result["normalized_score"] is not None else ""
         video_note = f"; video: {result['video']}" if "video" in result else ""
         select = f" (Q selection among {result['select']['candidates']}, {result['select']['rule']})" if "select" in result else ""
-        print(f"{folder}: return {result['return_mean']:.1f} +- {result['return_std']:.1f} over {result['episodes']} episodes{select}{score}{video_note}")
+        cost = ""
+        if "cost_mean" in result:
+            verdict = "safe" if result["safe"] else "unsafe"
+            cost = f", cost {result['cost_mean']:.1f} (normalized {result['normalized_cost']:.2f} at limit {result['cost_limit']:g}: {verdict})"
+        print(f"{folder}: return {result['return_mean']:.1f} +- {result['return_std']:.1f} over {result['episodes']} episodes{select}{score}{cost}{video_note}")
     return 0
 
 
@@ -324,6 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
     q.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
     q.set_defaults(func=cmd_data_merge)
+    q = data_sub.add_parser(
+        "filter",
+        help="keep the episodes whose cost is within a limit (safe data)",
+        description="Write the episodes of SRC whose summed cost is at most --max-cost into a new store OUT (e.g. the data of BC-safe).",
+    )
+    q.add_argument("src", help="store path of a safety task (with a 'cost' key)")
+    q.add_argument("--max-cost", type=float, required=True, help="largest episode cost kept (e.g. the cost limit, 10)")
+    q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
+    q.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
+    q.set_defaults(func=cmd_data_filter)
     q = data_sub.add_parser(
         "info", help="summarise a native store", description="Print episodes, steps, keys (per-step shapes), returns and reference returns of a store."
     )

@@ -355,10 +355,11 @@ class ExpertConfig:
     snapshot_every: int = MISSING
     checkpoint_every: int = MISSING
     eval_episodes: int = MISSING
+    cost_penalty: float = MISSING
 
     def __post_init__(self) -> None:
         positive(self, "steps", "batch_size", "net_arch", "snapshot_every", "checkpoint_every", "eval_episodes")
-        non_negative(self, "learning_starts")
+        non_negative(self, "learning_starts", "cost_penalty")
         learning_rate(self, "learning_rate")
         fraction(self, "gamma", "tau")
         non_empty(self, "net_arch")
@@ -425,10 +426,12 @@ class EvalConfig(CommandConfig):
     backend: str = MISSING
     device: str = MISSING
     threads: int = MISSING
+    cost_limit: Optional[float] = MISSING
     select: SelectOverride = MISSING
 
     def __post_init__(self) -> None:
         positive(self, "n_episodes", "n_envs", "steps", "threads")
+        non_negative(self, "cost_limit")
         device(self)
 
 

@@ -167,3 +167,34 @@ def test_fisor_refuses_a_dataset_without_costs(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs a per-step 'cost' key" in err[0]
     assert not (tmp_path / "offline-fisor-pointmass").exists()
+
+
+# ---- safety data: collect with a Lagrangian weight, merge runs, filter the safe episodes ----------------------
+def test_collect_merge_and_filter_safety_datasets(tmp_path, capsys):
+    from test_collect import TINY
+
+    for penalty in (0.0, 5.0):
+        run = ["collect", "env=hopper_vel", f"expert.cost_penalty={penalty}", "datasets.kinds=[expert,medium]", *TINY, f"run.dir={tmp_path}"]
+        assert main([*run, f"run.name=lag{penalty:g}"]) == 0
+    stores = [EpisodeStore(tmp_path / f"lag{p}" / "data" / f"hopper-vel-v5-{k}.zarr.zip") for p in ("0", "5") for k in ("expert", "medium")]
+    assert all("cost" in s and s.meta["collection"]["cost_penalty"] in (0.0, 5.0) for s in stores)
+    assert all(s.meta["ref_returns"]["kind"].startswith("dataset min / max") for s in stores)
+    capsys.readouterr()
+
+    merged = tmp_path / "mixed.zarr"
+    assert main(["data", "merge", *[str(s.path) for s in stores], "--out", str(merged)]) == 0
+    mixed = EpisodeStore(merged)
+    returns = mixed.episode_returns()
+    assert mixed.n_episodes == sum(s.n_episodes for s in stores) and mixed.meta["ref_returns"]["random"] == pytest.approx(returns.min())
+    capsys.readouterr()
+
+    limit = float(np.median(mixed.episode_costs()))
+    assert main(["data", "filter", str(merged), "--max-cost", str(limit), "--out", str(tmp_path / "safe.zarr")]) == 0
+    line = json.loads(capsys.readouterr().out)
+    safe = EpisodeStore(tmp_path / "safe.zarr")
+    assert line["episodes"] == int((mixed.episode_costs() <= limit).sum()) == safe.n_episodes and safe.episode_costs().max() <= limit
+    assert safe.meta["ref_returns"] == mixed.meta["ref_returns"]  # scores stay comparable with runs on all the data
+
+    assert main(["data", "filter", str(merged), "--max-cost", "-1", "--out", str(tmp_path / "none.zarr")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no episode has a cost <= -1" in err[0] and not (tmp_path / "none.zarr").exists()

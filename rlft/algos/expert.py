@@ -27,6 +27,11 @@
    end with ``truncated``. ``medium-replay`` (optional) is the SAC replay buffer up to the medium snapshot, as
    in D4RL, read from the newest checkpoint. Reference returns for normalized scores are measured:
    uniform-random actions, and the expert dataset's mean episode return (complete episodes).
+
+Safety tasks (``env=hopper_vel`` ...): the datasets hold the per-step ``cost``; ``expert.cost_penalty`` trains
+the expert on reward - penalty x cost (a fixed Lagrangian weight). DSRL's recipe, data that spans safe and
+unsafe, high and low reward, is several such runs (penalties 0, 0.5, 2, ...) merged with ``rlft data merge``;
+reference returns of safety data are its min / max episode return (DSRL's normalized reward).
 """
 
 from __future__ import annotations
@@ -44,10 +49,11 @@ from torch import nn
 from rlft.algos.replay import Replay
 from rlft.algos.sb3_sac import SB3SACState
 from rlft.datasets.record import record
-from rlft.datasets.store import EpisodeStore, write_episodes
+from rlft.datasets.store import EpisodeStore, return_range, write_episodes
 from rlft.envs.registry import LOCOMOTION
 from rlft.envs.registry import env_id as to_env_id
 from rlft.envs.registry import make as make_env
+from rlft.envs.safety import SAFE_VELOCITY
 from rlft.errors import ConfigError
 from rlft.io import atomic_write_json
 from rlft.policies.expert import ExpertPolicy
@@ -142,7 +148,7 @@ class ExpertLearner:
         ex = cfg.expert
         self.model = SAC(
             "MlpPolicy",
-            make_env(cfg.env.name),
+            make_env(cfg.env.name, cost_penalty=ex.cost_penalty),
             learning_rate=ex.learning_rate,
             buffer_size=ex.steps,
             learning_starts=ex.learning_starts,
@@ -206,6 +212,8 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
             actor.info.update(return_mean=result["return_mean"], return_std=result["return_std"])
             actor.save(snap_dir / f"step_{step * block:09d}")
             metrics["expert/eval_return"] = result["return_mean"]
+            if "cost_mean" in result:
+                metrics["expert/eval_cost"] = result["cost_mean"]
         return metrics
 
     fit(
@@ -271,8 +279,12 @@ def replay_data(run: Run, until_step: int, action_space: gym.spaces.Box) -> tupl
 
 
 def dataset_path(cfg: DictConfig, kind: str) -> Path:
-    """Where ``rlft collect`` writes the ``kind`` dataset: ``<out>/<env id>-<kind>.zarr.zip``."""
-    return Path(cfg.out) / f"{to_env_id(cfg.env.name).lower()}-{kind}.zarr.zip"
+    """Where ``rlft collect`` writes the ``kind`` dataset: ``<out>/<env id>-<kind>.zarr.zip`` (``hopper-vel-v5-...``
+    for the velocity-constrained tasks)."""
+    gym_id = to_env_id(cfg.env.name).lower()
+    if cfg.env.name in SAFE_VELOCITY:
+        gym_id = gym_id.replace("-", "-vel-", 1)
+    return Path(cfg.out) / f"{gym_id}-{kind}.zarr.zip"
 
 
 def validate(cfg: DictConfig) -> None:
@@ -289,8 +301,12 @@ def validate(cfg: DictConfig) -> None:
         return
     if cfg.expert.steps < cfg.expert.snapshot_every:
         raise ConfigError(f"expert.steps ({cfg.expert.steps}) must be at least expert.snapshot_every ({cfg.expert.snapshot_every})")
-    if to_env_id(cfg.env.name) not in LOCOMOTION.values():
-        raise ConfigError(f"env={cfg.env.name}: rlft collect trains experts on the MuJoCo tasks {', '.join(LOCOMOTION)}")
+    if cfg.env.name not in (*LOCOMOTION, *SAFE_VELOCITY):
+        raise ConfigError(f"env={cfg.env.name}: rlft collect trains experts on the MuJoCo tasks {', '.join((*LOCOMOTION, *SAFE_VELOCITY))}")
+    if "medium-replay" in kinds and cfg.env.name in SAFE_VELOCITY:
+        raise ConfigError("datasets.kinds: 'medium-replay' comes from SAC's replay buffer, which holds no costs; drop it for safety tasks")
+    if cfg.expert.cost_penalty and cfg.env.name not in SAFE_VELOCITY:
+        raise ConfigError(f"expert.cost_penalty={cfg.expert.cost_penalty}: env={cfg.env.name} has no cost; use a safety task ({', '.join(SAFE_VELOCITY)})")
 
 
 def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeStore]:
@@ -347,12 +363,13 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
             "env_id": to_env_id(name),
             "env": name,
             "kind": kind,
-            "ref_returns": {"random": random_return, "expert": expert_data_return},
+            "ref_returns": return_range(data["reward"], ends) if "cost" in data else {"random": random_return, "expert": expert_data_return},
             "collection": {
                 "policy": how,
                 "policy_step": pol.info.get("step"),
                 "policy_eval_return": pol.info.get("return_mean"),
                 "policy_sampled_return": pol.info.get("sampled_return_mean"),
+                "cost_penalty": cfg.expert.cost_penalty,
                 "command": command,
                 "seed": cfg.seed,
                 "n_envs": cfg.datasets.n_envs,

@@ -128,7 +128,7 @@ class FeasibleSelect(QSelect):
     """Acts with the candidate of least feasibility value max_i Q_h,i'(s, a) (FISOR's selection)."""
 
     def __init__(self, actor: Policy, feasibility: TwinQ, candidates: int):
-        super().__init__(actor, feasibility, candidates, "max")
+        super().__init__(actor, feasibility, candidates, "least_qh")
 
     def score(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return -self.critic.target(state, action).max(0).values

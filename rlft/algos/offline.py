@@ -125,10 +125,10 @@ class QSelect(nn.Module):
         many = _repeat(obs, self.candidates)
         chunks = self.actor.sample(many, None if noise is None else noise.repeat_interleave(self.candidates, 0), steps, stochastic, generator)
         q = self.score(self.actor.encode(many), self.actor.action_norm(chunks)).view(-1, self.candidates)
-        if self.rule == "max":
-            pick = q.argmax(1)
-        else:
+        if self.rule == "softmax":
             pick = torch.multinomial(torch.softmax(q, 1), 1, generator=generator).squeeze(1)
+        else:  # max (and subclasses' own argmax rules)
+            pick = q.argmax(1)
         return chunks.view(q.shape[0], self.candidates, *chunks.shape[1:])[torch.arange(q.shape[0]), pick]
 
 

@@ -184,6 +184,10 @@ class EpisodeStore:
         """Sum of rewards per episode, [n_episodes]."""
         return np.add.reduceat(self["reward"].astype(np.float64), self.episode_starts)
 
+    def episode_costs(self) -> np.ndarray:
+        """Sum of safety costs per episode, [n_episodes] (stores of safety tasks)."""
+        return np.add.reduceat(self["cost"].astype(np.float64), self.episode_starts)
+
     def normalized_score(self, returns: np.ndarray | float) -> np.ndarray | float:
         """D4RL normalized score of ``returns`` against this dataset's reference returns (``ref_returns``)."""
         from rlft.envs.registry import normalized_score
@@ -209,6 +213,9 @@ class EpisodeStore:
         if "reward" in self:
             r = self.episode_returns()
             out["return"] = {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()), "max": float(r.max())}
+        if "cost" in self:
+            c = self.episode_costs()
+            out["cost"] = {"mean": float(c.mean()), "std": float(c.std()), "min": float(c.min()), "max": float(c.max())}
         for k in ("source", "env_id", "ref_returns", "collection"):
             if k in self.meta:
                 out[k] = self.meta[k]
@@ -233,13 +240,42 @@ def merge_stores(paths: list[str | Path], out: str | Path) -> EpisodeStore:
     if len(stores) < 2:
         raise DatasetError("merge needs at least two stores")
     first = stores[0]
+    safety = "cost" in first  # safety data: scores against the merged data's own return range (DSRL's)
     for s in stores[1:]:
         if s.keys != first.keys:
             raise DatasetError(f"{s.path}: keys {s.keys} differ from {first.path}'s {first.keys}; cannot merge")
-        if s.meta.get("ref_returns") != first.meta.get("ref_returns"):
+        if not safety and s.meta.get("ref_returns") != first.meta.get("ref_returns"):
             raise DatasetError(f"{s.path}: reference returns differ from {first.path}'s; scores would not be comparable")
+        if s.meta.get("env") != first.meta.get("env"):
+            raise DatasetError(f"{s.path}: recorded in env '{s.meta.get('env')}', {first.path} in '{first.meta.get('env')}'; cannot merge")
     data = {k: np.concatenate([s[k] for s in stores]) for k in first.keys}
     ends = np.concatenate([s.episode_ends + offset for s, offset in zip(stores, np.cumsum([0] + [s.n_steps for s in stores[:-1]]))])
-    keep = ("env_id", "ref_returns")
+    keep = ("env_id", "env", "ref_returns")
     meta = {k: first.meta[k] for k in keep if k in first.meta} | {"source": "merge", "merged_from": [str(s.path) for s in stores]}
+    if safety:
+        meta["ref_returns"] = return_range(data["reward"], ends)
     return write_episodes(out, data, ends, meta)
+
+
+def return_range(reward: np.ndarray, episode_ends: np.ndarray) -> dict[str, Any]:
+    """Reference returns of safety data: the min and max episode return (DSRL's normalized reward (R - min) / (max - min))."""
+    returns = np.add.reduceat(reward.astype(np.float64), np.concatenate([[0], episode_ends[:-1]]))
+    return {"random": float(returns.min()), "expert": float(returns.max()), "kind": "dataset min / max episode return"}
+
+
+def filter_store(path: str | Path, out: str | Path, max_cost: float) -> EpisodeStore:
+    """A new store at ``out`` with the episodes of ``path`` whose summed cost is at most ``max_cost`` (BC-safe's data).
+
+    Metadata (env, reference returns) is the source's, so scores stay comparable with runs on the full data.
+    """
+    store = EpisodeStore(path)
+    if "cost" not in store:
+        raise DatasetError(f"{store.path}: no 'cost' key, so no episode is safer than another; keys: {', '.join(sorted(store.keys))}")
+    keep = np.flatnonzero(store.episode_costs() <= max_cost)
+    if len(keep) == 0:
+        raise DatasetError(f"{store.path}: no episode has a cost <= {max_cost} (least: {store.episode_costs().min():g}); nothing to write")
+    starts, ends = store.episode_starts[keep], store.episode_ends[keep]
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)])
+    data = {k: store[k][rows] for k in store.keys}
+    meta = {k: v for k, v in store.meta.items() if k != "stats"} | {"source": "filter", "filtered_from": str(store.path), "max_episode_cost": float(max_cost)}
+    return write_episodes(out, data, np.cumsum(ends - starts), meta)

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from rlft.envs.safety import SAFE_VELOCITY
+from rlft.envs.safety import SAFE_VELOCITY, costs_in_info
 from rlft.errors import ConfigError
 from rlft.paths import CONFIG_DIR
 
@@ -48,9 +48,21 @@ def velocity_limit(name: str) -> float | None:
     return VELOCITY_LIMITS[SAFE_VELOCITY[name]] if name in SAFE_VELOCITY else None
 
 
-def make(name: str, **kwargs: Any) -> gym.Env:
-    """One gymnasium env by short name or id (seed it with its first ``reset(seed=...)``)."""
-    return gym.make(env_id(name), **kwargs)
+def make(name: str, cost_penalty: float = 0.0, **kwargs: Any) -> gym.Env:
+    """One gymnasium env by short name or id (seed it with its first ``reset(seed=...)``). Velocity-constrained
+    tasks (``hopper_vel``) put the step's cost in ``info["cost"]``; ``cost_penalty`` > 0 subtracts that many
+    times the cost from the reward (a fixed Lagrangian weight, for training constrained experts)."""
+    from rlft.envs.safety import CostPenalty, VelocityCost
+
+    env = gym.make(env_id(name), **kwargs)
+    limit = velocity_limit(name)
+    if limit is not None:
+        env = VelocityCost(env, limit)
+    if cost_penalty:
+        if limit is None and not costs_in_info(env_id(name)):
+            raise ConfigError(f"env {name} has no safety cost to penalise; cost penalties apply to hopper_vel, walker2d_vel, ...")
+        env = CostPenalty(env, cost_penalty)
+    return env
 
 
 def make_vector(name: str, n_envs: int, seed: int | None = None, asynchronous: bool = False, kwargs: Mapping[str, Any] | None = None) -> gym.vector.VectorEnv:

@@ -52,6 +52,20 @@ class VelocityCost(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+class CostPenalty(gym.Wrapper):
+    """reward - ``weight`` x info["cost"]: a fixed Lagrangian weight (DSRL's data comes from policies trained under
+    several); ``info["reward"]`` keeps the task's own reward."""
+
+    def __init__(self, env: gym.Env, weight: float) -> None:
+        super().__init__(env)
+        self.weight = float(weight)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["reward"] = reward
+        return obs, reward - self.weight * info["cost"], terminated, truncated, info
+
+
 def normalized_cost(cost: float, limit: float) -> float:
     """(C + eps) / (kappa + eps), eps = 1 only when the limit kappa is 0 (DSRL's normalisation)."""
     eps = 1.0 if limit == 0 else 0.0

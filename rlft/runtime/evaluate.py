@@ -34,6 +34,17 @@ def reference_returns(cfg: DictConfig) -> tuple[float, float] | None:
     return None
 
 
+def env_cost_limit(name: str) -> float | None:
+    """The episode cost limit in ``configs/env/<name>.yaml`` (None where the env has no config or no limit)."""
+    from rlft.envs.registry import env_config
+    from rlft.errors import ConfigError
+
+    try:
+        return env_config(name).get("cost_limit")
+    except ConfigError:
+        return None
+
+
 @torch.no_grad()
 def evaluate(
     policy: ActingPolicy,

@@ -125,7 +125,10 @@ def cmd_data_merge(args: argparse.Namespace) -> int:
 def cmd_data_info(args: argparse.Namespace) -> int:
     from rlft.datasets.store import EpisodeStore
 
-    s = EpisodeStore(args.path).summary()
+    store = EpisodeStore(args.path)
+    if args.verify:
+        store.verify()
+    s = store.summary() | ({"verified": True} if args.verify else {})
     if args.json:
         print(json.dumps(s))
         return 0
@@ -137,6 +140,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         print(f"  return: mean {r['mean']:.1f}  std {r['std']:.1f}  min {r['min']:.1f}  max {r['max']:.1f}")
     if "ref_returns" in s:
         print(f"  reference returns (normalized score 0 / 100): {s['ref_returns']['random']:.1f} / {s['ref_returns']['expert']:.1f}")
+    if args.verify:
+        print("  checksums: every array verified")
     return 0
 
 
@@ -329,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("path", help="store path, or the name of a shipped dataset (e.g. hopper-v5-medium)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.add_argument("--verify", action="store_true", help="read every array and compare it with the checksum stored at writing (exit 1 if one differs)")
     q.set_defaults(func=cmd_data_info)
 
     p = _add_config_command(

@@ -85,3 +85,18 @@ def toy(tmp_path_factory):
         ]
         assert main(args) == 0
     return root
+
+
+# ---- bad-input checks shared by the reliability tests -----------------------------------------------------
+def snapshot(root) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes: equal snapshots before and after mean nothing was changed."""
+    from pathlib import Path
+
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def one_error_line(capsys) -> str:
+    """What the command printed on stderr, asserted to be one ``rlft: error:`` line."""
+    err = capsys.readouterr().err
+    assert err.startswith("rlft: error: ") and err.count("\n") == 1, err
+    return err

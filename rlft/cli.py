@@ -217,6 +217,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     set_threads(cfg.threads)
     folder = resolve_policy(cfg.run)
     if is_exported(folder):  # an exported controller folder (or its graph file)
+        if cfg.checkpoint:
+            raise ConfigError(f"checkpoint={cfg.checkpoint}: {folder} is an exported controller, which holds one set of weights; evaluate the run folder")
         policy = ExportedPolicy(folder, threads=cfg.threads)
         if any(v is not None for v in cfg.select.values()):
             raise ConfigError(f"select.*: {folder} is an exported controller, which acts as exported; evaluate the run folder to change its Q selection")

@@ -5,8 +5,9 @@ import pytest
 from conftest import one_error_line, snapshot
 from rlft.cli import main
 from rlft.datasets.store import EpisodeStore, resolve_path
-from rlft.paths import DATASETS_DIR, EXPERTS_DIR, is_bare_name
+from rlft.paths import DATASETS_DIR, EXPERTS_DIR, POLICIES_DIR, is_bare_name
 from rlft.policies.expert import ExpertPolicy
+from rlft.runtime.checkpoint import resolve_policy
 
 
 def test_bare_names_and_paths():
@@ -36,6 +37,20 @@ def test_dataset_names_without_a_folder_are_the_shipped_ones():
     assert resolve_path("hopper-v5-medium") == DATASETS_DIR / "hopper-v5-medium.zarr.zip"
     assert EpisodeStore("hopper-v5-medium.zarr.zip").path == DATASETS_DIR / "hopper-v5-medium.zarr.zip"
     assert main(["pretrain", "data.path=hopper-v5-medium", "--print-config"]) == 0  # the check passes, nothing is written
+
+
+def test_eval_of_a_missing_run_folder_is_an_error_not_the_shipped_policy(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    for run in ("runs/hopper-v5-medium-flow_mlp", str(tmp_path / "hopper-v5-medium-flow_mlp")):
+        assert main(["eval", f"run={run}", "n_episodes=1", "n_envs=1"]) == 1
+        assert f"{run}: no such run or policy folder; shipped policies (named without a folder): hopper-v5-medium-diffusion_mlp" in one_error_line(capsys)
+        assert main(["export", f"run={run}"]) == 1
+        assert "no such run or policy folder" in one_error_line(capsys)
+    assert main(["finetune", "base=runs/hopper-v5-medium-flow_mlp", f"run.dir={tmp_path / 'runs'}"]) == 2
+    assert "base=runs/hopper-v5-medium-flow_mlp: runs/hopper-v5-medium-flow_mlp: no such run or policy folder" in one_error_line(capsys)
+    assert snapshot(tmp_path) == before and not (tmp_path / "runs").exists()
+    assert resolve_policy("hopper-v5-medium-flow_mlp") == POLICIES_DIR / "hopper-v5-medium-flow_mlp"
 
 
 def test_expert_paths_with_a_folder_are_not_the_shipped_expert(tmp_path):

@@ -25,7 +25,7 @@ from torch import nn
 
 from rlft.algos.registry import get
 from rlft.datasets.store import resolve_path
-from rlft.errors import ConfigError
+from rlft.errors import CheckpointError, ConfigError
 from rlft.policies.acting import ActingPolicy
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import load_policy, read_spec, write_spec
@@ -83,7 +83,7 @@ def check(cfg: DictConfig) -> None:
         cfg.base = default_base(cfg)
     try:
         base = read_spec(cfg.base)
-    except FileNotFoundError as e:
+    except CheckpointError as e:
         raise ConfigError(f"base={cfg.base}: {e}") from None
     head = base["policy"]["head"]["type"]
     if head not in spec.heads:

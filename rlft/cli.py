@@ -136,7 +136,10 @@ def cmd_data_filter(args: argparse.Namespace) -> int:
 def cmd_data_info(args: argparse.Namespace) -> int:
     from rlft.datasets.store import EpisodeStore
 
-    s = EpisodeStore(args.path).summary()
+    store = EpisodeStore(args.path)
+    if args.verify:
+        store.verify()
+    s = store.summary() | ({"verified": True} if args.verify else {})
     if args.json:
         print(json.dumps(s))
         return 0
@@ -151,6 +154,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         print(f"  episode cost: mean {c['mean']:.1f}  std {c['std']:.1f}  min {c['min']:.1f}  max {c['max']:.1f}")
     if "ref_returns" in s:
         print(f"  reference returns (normalized score 0 / 100): {s['ref_returns']['random']:.1f} / {s['ref_returns']['expert']:.1f}")
+    if args.verify:
+        print("  checksums: every array verified")
     return 0
 
 
@@ -226,6 +231,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     set_threads(cfg.threads)
     folder = resolve_policy(cfg.run)
     if is_exported(folder):  # an exported controller folder (or its graph file)
+        if cfg.checkpoint:
+            raise ConfigError(f"checkpoint={cfg.checkpoint}: {folder} is an exported controller, which holds one set of weights; evaluate the run folder")
         policy = ExportedPolicy(folder, threads=cfg.threads)
         if any(v is not None for v in cfg.select.values()):
             raise ConfigError(f"select.*: {folder} is an exported controller, which acts as exported; evaluate the run folder to change its Q selection")
@@ -358,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("path", help="store path, or the name of a shipped dataset (e.g. hopper-v5-medium)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.add_argument("--verify", action="store_true", help="read every array and compare it with the checksum stored at writing (exit 1 if one differs)")
     q.set_defaults(func=cmd_data_info)
 
     p = _add_config_command(

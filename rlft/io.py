@@ -75,3 +75,13 @@ def refuse_overwrite(path: str | Path, force: bool, how: str) -> None:
     ``how``: how to say force on this command (``--force``, ``force=true``)."""
     if Path(path).exists() and not force:
         raise ConfigError(f"{path} already exists; choose another output or add {how} to replace it")
+
+
+def remove_leftovers(folder: str | Path, pattern: str) -> None:
+    """Remove the temporary files and folders that an interrupted :func:`atomic_write` / :func:`atomic_write_dir`
+    left in ``folder`` for targets named like ``pattern`` (a glob, ``step_*``)."""
+    for leftover in Path(folder).glob(f".{pattern}.*.tmp") if Path(folder).is_dir() else []:
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()

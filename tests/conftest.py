@@ -113,3 +113,18 @@ def record_safety_demos(path, n_envs=20, episodes=200, seed=0):
     keys = ("obs", "action", "reward", "terminated", "truncated", "cost")
     data = {k: np.asarray(c, dtype=bool if k in ("terminated", "truncated") else np.float32) for k, c in zip(keys, cols)}
     write_episodes(path, data, np.cumsum([len(ep) for ep in done_eps]), {"env": "pointmass_safe"})
+
+
+# ---- bad-input checks shared by the reliability tests -----------------------------------------------------
+def snapshot(root) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes: equal snapshots before and after mean nothing was changed."""
+    from pathlib import Path
+
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def one_error_line(capsys) -> str:
+    """What the command printed on stderr, asserted to be one ``rlft: error:`` line."""
+    err = capsys.readouterr().err
+    assert err.startswith("rlft: error: ") and err.count("\n") == 1, err
+    return err

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlft.errors import CheckpointError
 from rlft.policies.backbones import Mish, ResidualMLP
 from rlft.policies.chain import StdFloor
 from rlft.policies.encoders import random_shift
@@ -272,14 +273,14 @@ def test_spec_and_weights_round_trip(tmp_path):
     obs, noise = torch.randn(3, 2, 3), torch.randn(3, 4, 2)
     assert torch.equal(loaded.sample(obs, noise=noise), policy.eval().sample(obs, noise=noise))
     assert loaded.action_norm.center[0] == 0.25
-    with pytest.raises(FileNotFoundError, match="no policy.json"):
+    with pytest.raises(CheckpointError, match="no policy.json"):
         load_policy(tmp_path)
     # a self-contained policy folder (what rlft ships) loads the same weights
     save_policy(loaded, tmp_path / "packed", {"env": "hopper"})
     assert sorted(p.name for p in (tmp_path / "packed").iterdir()) == ["policy.json", "policy.safetensors"]
     packed = load_policy(tmp_path / "packed")
     assert torch.equal(packed.sample(obs, noise=noise), loaded.sample(obs, noise=noise))
-    with pytest.raises(FileNotFoundError, match="no such run or policy folder"):
+    with pytest.raises(CheckpointError, match="no such run or policy folder"):
         load_policy(tmp_path / "missing")
 
 

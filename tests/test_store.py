@@ -60,6 +60,7 @@ def test_store_with_inconsistent_lengths_is_rejected(tmp_path):
     path = tmp_path / "s.zarr"
     write_episodes(path, data, ends)
     root = zarr.open_group(str(path), mode="a")
+    root.attrs.put({k: v for k, v in root.attrs.items() if k != "checksums"})  # a store without checksums: only the lengths tell
     del root["data/reward"]
     root.create_array("data/reward", data=np.zeros(9, np.float32))
     with pytest.raises(DatasetError, match="data/reward has 9 steps but meta/episode_ends says 10"):
@@ -67,7 +68,7 @@ def test_store_with_inconsistent_lengths_is_rejected(tmp_path):
 
 
 def test_missing_dataset_names_shipped_ones(tmp_path):
-    with pytest.raises(DatasetError, match="no such dataset"):
+    with pytest.raises(DatasetError, match="absent.zarr: no such file or folder .*shipped dataset is named without a folder: hopper-v5-expert"):
         EpisodeStore(tmp_path / "absent.zarr")
 
 

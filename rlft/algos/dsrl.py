@@ -37,7 +37,7 @@ from rlft.envs.wrappers import ActionChunk, ObsHistory
 from rlft.errors import CheckpointError, ConfigError
 from rlft.policies.acting import OverFrozenBase
 from rlft.policies.policy import Policy
-from rlft.runtime.checkpoint import latest_checkpoint, load_weights, read_spec
+from rlft.runtime.checkpoint import load_weights, policy_from_spec, read_spec, run_checkpoint
 from rlft.runtime.run import Run
 
 
@@ -333,7 +333,7 @@ def load_steered_policy(folder: Path, checkpoint: Path | None = None, options: L
     steering = spec.get("meta", {}).get("algo_config")
     if steering is None:
         raise CheckpointError(f"{folder}/policy.json has no 'algo_config'; it was written by an older rlft, run the fine-tuning again")
-    base = Policy.from_spec(spec)
+    base = policy_from_spec(spec, folder)
     obs_dim = base.obs_horizon * next(iter(base.obs_shapes.values()))[0]
     noise_dim = base.horizon * base.action_dim
     if spec["meta"]["algo"] == "dsrl":
@@ -342,6 +342,6 @@ def load_steered_policy(folder: Path, checkpoint: Path | None = None, options: L
     else:
         holder = NoiseActor(obs_dim, noise_dim, int(steering["hidden"]), int(steering["depth"]), bool(steering["layer_norm"]), float(steering["log_std_init"]))
         name = "actor"
-    load_weights(Path(checkpoint or latest_checkpoint(Path(folder))), {"policy": base, name: holder})
+    load_weights(run_checkpoint(folder, checkpoint), {"policy": base, name: holder})
     actor = holder.actor if name == "sac" else holder
     return SteeredPolicy(base.eval(), actor.eval(), float(steering["bound"]), steering["steps"]).eval()

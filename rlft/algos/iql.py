@@ -31,7 +31,7 @@ from rlft.algos.registry import LoadOptions
 from rlft.datasets.store import EpisodeStore
 from rlft.errors import CheckpointError, ConfigError
 from rlft.policies.policy import Policy
-from rlft.runtime.checkpoint import latest_checkpoint, load_policy, load_weights, read_spec, write_spec
+from rlft.runtime.checkpoint import load_policy, load_weights, read_spec, run_checkpoint, write_spec
 from rlft.runtime.evaluate import policy_evaluator
 from rlft.runtime.plots import plot_metrics
 from rlft.runtime.run import Run
@@ -161,7 +161,7 @@ def load_iql_policy(folder: Path, checkpoint: Path | None = None, options: LoadO
         "rule": algo["select"]["rule"] if options.select_rule is None else options.select_rule,
     }
     check_select(int(select["candidates"]), select["rule"], "select")
-    checkpoint = Path(checkpoint or latest_checkpoint(folder))
+    checkpoint = run_checkpoint(folder, checkpoint)
     actor = load_policy(folder, weights="policy", checkpoint=checkpoint)
     critic = TwinQ(actor.encoder.out_dim, actor.horizon * actor.action_dim, int(algo["critic"]["hidden"]), int(algo["critic"]["depth"]))
     load_weights(checkpoint, {"critic": critic})

@@ -34,7 +34,7 @@ from rlft.datasets.transitions import TransitionSampler
 from rlft.errors import CheckpointError, ConfigError
 from rlft.policies.ema import EMA
 from rlft.policies.policy import Obs, Policy, policy_from_store
-from rlft.runtime.checkpoint import latest_checkpoint, load_policy, load_weights, read_spec, write_spec
+from rlft.runtime.checkpoint import load_policy, load_weights, read_spec, run_checkpoint, write_spec
 from rlft.runtime.evaluate import policy_evaluator
 from rlft.runtime.plots import plot_metrics
 from rlft.runtime.run import Run
@@ -262,7 +262,7 @@ def load_offline_policy(folder: Path, checkpoint: Path | None = None, options: L
     check_select(candidates, rule, "select")
     if candidates > 1 and not learns_critic(algo):
         raise ConfigError(f"{folder} trained no critic (algo.eta=0 with one candidate: plain BC), so it has no Q to select by; use select.candidates=1")
-    checkpoint = Path(checkpoint or latest_checkpoint(folder))
+    checkpoint = run_checkpoint(folder, checkpoint)
     actor = load_policy(folder, weights="ema", checkpoint=checkpoint)
     if candidates == 1:
         return actor

@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from rlft.algos.registry import get
-from rlft.errors import ConfigError
+from rlft.datasets.store import resolve_path
+from rlft.errors import CheckpointError, ConfigError
 from rlft.policies.acting import ActingPolicy
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import load_policy, read_spec, write_spec
@@ -78,10 +79,11 @@ def check(cfg: DictConfig) -> None:
     """A base policy that exists and suits the algorithm (fills in the default base); before anything is written."""
     spec = get(cfg.algo.name, "online")
     if cfg.base is None:
+        resolve_path(cfg.data.path)  # the default base is named after the dataset, which must exist
         cfg.base = default_base(cfg)
     try:
         base = read_spec(cfg.base)
-    except FileNotFoundError as e:
+    except CheckpointError as e:
         raise ConfigError(f"base={cfg.base}: {e}") from None
     head = base["policy"]["head"]["type"]
     if head not in spec.heads:

@@ -37,8 +37,11 @@ def policy_meta(cfg: DictConfig, source: str) -> dict[str, Any]:
 
 
 def check_data(cfg: DictConfig, policy: Mapping[str, Any]) -> None:
-    """The dataset exists, holds the keys of ``policy`` (a policy config) and was recorded in the chosen env."""
+    """The dataset exists, matches its checksums, holds the keys of ``policy`` (a policy config) and was recorded in
+    the chosen env. A store without checksums (another tool's, an older rlft's) trains as it is."""
     store = EpisodeStore(cfg.data.path)
+    if store.has_checksums:
+        store.verify()
     missing = [k for k in (*policy["obs_keys"], "action") if k not in store]
     if missing:
         raise ConfigError(

@@ -6,13 +6,19 @@ Layout (the diffusion_policy convention, so its zarr files open too)::
     meta/episode_ends   int64 [n_episodes], cumulative end index of each episode
 
 Group attributes hold ``rlft_format``, the ``source``, the ``env_id``, per-key ``stats`` (mean, std,
-min, max over steps; what normalizers need) and any metadata the writer adds (for example reference
-returns for normalized scores). A store is a directory ``*.zarr`` or a single uncompressed zip
+min, max over steps; what normalizers need), ``checksums`` and any metadata the writer adds (for example
+reference returns for normalized scores). A store is a directory ``*.zarr`` or a single uncompressed zip
 ``*.zarr.zip`` (what the project ships); both are written atomically.
+
+``checksums`` holds, for every array, the sha256 of its values and the size of each chunk file written.
+Opening a store checks that every chunk is there with its size (a missing chunk would read as zeros);
+reading an array compares it with its sha256, so damaged data is an error, never different numbers.
+Stores without checksums (written by another tool or an older rlft) open as they are, unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import zipfile
@@ -24,9 +30,11 @@ import zarr
 
 from rlft.errors import DatasetError
 from rlft.io import atomic_write, atomic_write_dir
-from rlft.paths import DATASETS_DIR
+from rlft.paths import DATASETS_DIR, is_bare_name
 
 FORMAT_VERSION = 1
+CHECKSUMS = "checksums"
+_METADATA_FILES = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}  # zarr v3 and v2: not chunks
 
 
 def _compressor() -> Any:
@@ -73,15 +81,16 @@ def write_episodes(
         "stats": {k: key_stats(np.asarray(v)) for k, v in data.items() if np.issubdtype(np.asarray(v).dtype, np.floating)},
         **dict(meta or {}),
     }
+    attrs.pop(CHECKSUMS, None)  # the new store's own are added below
     json.dumps(attrs)  # metadata must be plain JSON
 
     def fill(folder: Path) -> None:
         root = zarr.open_group(zarr.storage.LocalStore(folder), mode="w", zarr_format=3, attributes=attrs)
-        for key, arr in data.items():
-            arr = np.ascontiguousarray(arr)
-            chunks = (min(chunk_steps, len(arr)), *arr.shape[1:])
-            root.create_array(f"data/{key}", data=arr, chunks=chunks, compressors=_compressor())
-        root.create_array("meta/episode_ends", data=ends, chunks=(len(ends),), compressors=_compressor())
+        arrays = {f"data/{key}": np.ascontiguousarray(arr) for key, arr in data.items()} | {"meta/episode_ends": ends}
+        for name, arr in arrays.items():
+            chunks = (min(chunk_steps, len(arr)), *arr.shape[1:]) if name.startswith("data/") else (len(arr),)
+            root.create_array(name, data=arr, chunks=chunks, compressors=_compressor())
+        root.attrs.update({CHECKSUMS: checksums(stored_files(folder), arrays)})
 
     if path.name.endswith(".zip"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -101,15 +110,43 @@ def write_episodes(
     return EpisodeStore(path)
 
 
+def array_digest(values: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and values (little-endian), as ``checksums`` records it."""
+    values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
+    digest = hashlib.sha256(f"{values.dtype.str}{values.shape}".encode())
+    digest.update(values.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def stored_files(path: Path) -> dict[str, int]:
+    """Every file of a store (a ``.zarr`` folder or a ``.zarr.zip``) and its size, by its key (``data/obs/c/0/0``)."""
+    if path.is_file():
+        with zipfile.ZipFile(path) as zf:
+            return {info.filename: info.file_size for info in zf.infolist() if not info.is_dir()}
+    return {f.relative_to(path).as_posix(): f.stat().st_size for f in path.rglob("*") if f.is_file()}
+
+
+def checksums(files: Mapping[str, int], arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The ``checksums`` attribute: per array (``data/obs``), its :func:`array_digest` and its chunk files' sizes."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in arrays.items():
+        prefix = f"{name}/"
+        chunks = {k[len(prefix) :]: size for k, size in sorted(files.items()) if k.startswith(prefix) and k.rsplit("/", 1)[-1] not in _METADATA_FILES}
+        out[name] = {"sha256": array_digest(values), "chunks": chunks}
+    return out
+
+
 def resolve_path(path: str | Path) -> Path:
-    """A dataset path as given, or else the name of a dataset shipped with rlft (``hopper-v5-medium``)."""
+    """A dataset path as given, or else (a name without a folder) the name of a dataset shipped with rlft (``hopper-v5-medium``)."""
     p = Path(path)
     if p.exists():
         return p
+    shipped = sorted(f.name.removesuffix(".zarr.zip") for f in DATASETS_DIR.glob("*.zarr.zip")) if DATASETS_DIR.is_dir() else []
+    if not is_bare_name(path):
+        raise DatasetError(f"{path}: no such file or folder (a shipped dataset is named without a folder: {', '.join(shipped) or 'none'})")
     for candidate in (DATASETS_DIR / p.name, DATASETS_DIR / f"{p.name}.zarr.zip"):
         if candidate.exists():
             return candidate
-    shipped = sorted(f.name.removesuffix(".zarr.zip") for f in DATASETS_DIR.glob("*.zarr.zip")) if DATASETS_DIR.is_dir() else []
     raise DatasetError(f"{path}: no such dataset; give a path or one of the shipped datasets: {', '.join(shipped) or 'none'}")
 
 
@@ -130,17 +167,65 @@ class EpisodeStore:
         if "data" not in self._root:
             raise DatasetError(f"{self.path}: missing the data group; not an episode store")
         self.meta: dict[str, Any] = dict(self._root.attrs)
+        self._checksums: dict[str, Any] | None = self.meta.pop(CHECKSUMS, None)
+        self._arrays = {name: arr for name, arr in _walk_arrays(self._root["data"])}
+        if self._checksums is not None:
+            self._check_chunks(self._checksums)
         try:
             self.episode_ends = np.asarray(self._root["meta/episode_ends"][:], dtype=np.int64)
         except Exception as e:
             raise DatasetError(f"{self.path}: meta/episode_ends cannot be read ({type(e).__name__}); the file is damaged") from None
+        self._verify("meta/episode_ends", self.episode_ends)
         if len(self.episode_ends) == 0 or np.any(np.diff(self.episode_ends) <= 0) or self.episode_ends[0] <= 0:
             raise DatasetError(f"{self.path}: meta/episode_ends is not strictly increasing; the store is damaged")
-        self._arrays = {name: arr for name, arr in _walk_arrays(self._root["data"])}
         for name, arr in self._arrays.items():
             if arr.shape[0] != self.n_steps:
                 raise DatasetError(f"{self.path}: data/{name} has {arr.shape[0]} steps but meta/episode_ends says {self.n_steps}")
         self._cache: dict[str, np.ndarray] = {}
+
+    def _check_chunks(self, records: Mapping[str, Any]) -> None:
+        """The fast check on open: every array and chunk file that was written is there, with its size."""
+        try:
+            files = stored_files(self.path)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise DatasetError(f"{self.path}: cannot list the store's files ({type(e).__name__}); the file is damaged") from None
+        well_formed = isinstance(records, dict) and all(
+            isinstance(r, dict) and isinstance(r.get("sha256"), str) and isinstance(r.get("chunks"), dict) for r in records.values()
+        )
+        if not well_formed:
+            raise DatasetError(f"{self.path}: the '{CHECKSUMS}' attribute is malformed; re-import or re-collect the store")
+        arrays = {f"data/{name}" for name in self._arrays} | {"meta/episode_ends"}
+        unrecorded, missing = sorted(arrays - set(records)), sorted(set(records) - arrays)
+        if unrecorded:
+            raise DatasetError(f"{self.path}: {unrecorded[0]} has no checksum (added after the store was written); re-import or re-collect it")
+        if missing:
+            raise DatasetError(f"{self.path}: {missing[0]} is missing; the store is damaged (re-import or re-collect it)")
+        for name, record in sorted(records.items()):
+            present = {k[len(name) + 1 :]: size for k, size in files.items() if k.startswith(f"{name}/") and k.rsplit("/", 1)[-1] not in _METADATA_FILES}
+            for chunk, size in sorted(record["chunks"].items()):
+                if chunk not in present:
+                    raise DatasetError(f"{self.path}: chunk {name}/{chunk} is missing; the store is damaged (re-import or re-collect it)")
+                if present[chunk] != size:
+                    raise DatasetError(f"{self.path}: chunk {name}/{chunk} has {present[chunk]} bytes, {size} when written; the store is damaged")
+            extra = sorted(set(present) - set(record["chunks"]))
+            if extra:
+                raise DatasetError(f"{self.path}: chunk {name}/{extra[0]} was not written with the store; the store is damaged")
+
+    def _verify(self, name: str, values: np.ndarray) -> None:
+        """``values`` (array ``name`` as read) against its recorded sha256; nothing to compare without checksums."""
+        if self._checksums is not None and array_digest(values) != self._checksums[name]["sha256"]:
+            raise DatasetError(f"{self.path}: {name} differs from its checksum (changed since it was written); the store is damaged")
+
+    def verify(self) -> None:
+        """Read every array and compare it with its checksum (``rlft data info --verify``, and before training)."""
+        if self._checksums is None:
+            raise DatasetError(f"{self.path}: no checksums to verify against (written by another tool or an older rlft); re-import it to add them")
+        for key in self._arrays:
+            self[key]
+
+    @property
+    def has_checksums(self) -> bool:
+        return self._checksums is not None
 
     @property
     def n_episodes(self) -> int:
@@ -171,9 +256,11 @@ class EpisodeStore:
             raise DatasetError(f"{self.path}: no key '{key}'; keys: {', '.join(sorted(self._arrays))}")
         if key not in self._cache:
             try:
-                self._cache[key] = np.asarray(self._arrays[key][:])
+                values = np.asarray(self._arrays[key][:])
             except Exception as e:
                 raise DatasetError(f"{self.path}: data/{key} cannot be read ({type(e).__name__}); the file is truncated or damaged") from None
+            self._verify(f"data/{key}", values)
+            self._cache[key] = values
         return self._cache[key]
 
     def episode(self, i: int) -> dict[str, np.ndarray]:
@@ -207,6 +294,7 @@ class EpisodeStore:
             "steps": self.n_steps,
             "keys": {k: list(v) for k, v in self.keys.items()},
             "dtypes": {k: str(a.dtype) for k, a in self._arrays.items()},
+            "checksums": self.has_checksums,
         }
         lengths = np.diff(np.concatenate([[0], self.episode_ends]))
         out["episode_length"] = {"mean": float(lengths.mean()), "min": int(lengths.min()), "max": int(lengths.max())}

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rlft.io import atomic_write, atomic_write_json
-from rlft.paths import EXPERTS_DIR
+from rlft.paths import EXPERTS_DIR, is_bare_name
 from rlft.policies.acting import Obs
 
 
@@ -91,7 +91,7 @@ class ExpertPolicy(nn.Module):
         from safetensors.torch import load_file
 
         path = Path(path)
-        if not path.with_suffix(".json").exists() and (EXPERTS_DIR / f"{path.name}.json").exists():
+        if not path.with_suffix(".json").exists() and is_bare_name(path) and (EXPERTS_DIR / f"{path.name}.json").exists():
             path = EXPERTS_DIR / path.name
         meta_path, weights_path = path.with_suffix(".json"), path.with_suffix(".safetensors")
         for p in (meta_path, weights_path):

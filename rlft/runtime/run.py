@@ -5,7 +5,7 @@
     events.out.tfevents* TensorBoard events (the same scalars)
     policy.json, checkpoints/   see :mod:`rlft.runtime.checkpoint`, the one module that knows their layout
 
-``--resume`` loads the newest checkpoint and truncates metrics logged after it, so the resumed run
+``--resume`` loads the newest intact checkpoint and truncates metrics logged after it, so the resumed run
 writes the same metrics an uninterrupted run would.
 """
 
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlft.errors import ConfigError
 from rlft.io import atomic_write_text
-from rlft.runtime.checkpoint import Checkpoint, checkpoints, load_checkpoint, save_checkpoint
+from rlft.runtime.checkpoint import Checkpoint, checkpoints, clean_checkpoints, load_checkpoint, save_checkpoint
 
 
 class MetricsLogger:
@@ -96,7 +96,9 @@ class Run:
             raise ConfigError(f"run.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got {keep}")
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, OmegaConf.to_yaml(cfg, resolve=True))
-        return cls(folder, cfg, resume, keep_checkpoints=keep)
+        run = cls(folder, cfg, resume, keep_checkpoints=keep)
+        clean_checkpoints(run.ckpt_dir)  # half-written checkpoints of a crashed earlier start
+        return run
 
     def open_metrics(self, resume_step: int | None = None) -> MetricsLogger:
         """The run's metrics logger; with ``resume_step``, rows logged after that step are dropped first."""

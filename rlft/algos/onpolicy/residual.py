@@ -30,7 +30,7 @@ from rlft.errors import ConfigError
 from rlft.policies.acting import OverFrozenBase
 from rlft.policies.chain import gaussian_log_prob
 from rlft.policies.policy import Policy
-from rlft.runtime.checkpoint import latest_checkpoint, load_policy, load_weights, read_spec
+from rlft.runtime.checkpoint import load_policy, load_weights, read_spec, run_checkpoint
 
 
 class ResidualActor(nn.Module):
@@ -200,7 +200,7 @@ def load_residual_policy(folder: Path, checkpoint: Path | None = None, options: 
     from the newest (or the given) checkpoint, architecture and settings from ``policy.json``."""
     if options.selects or options.weights not in ("auto", "policy"):
         raise ConfigError(f"{folder} is a resip run: it acts with its frozen base and the residual (no EMA weights, no Q selection)")
-    checkpoint = Path(checkpoint or latest_checkpoint(folder))
+    checkpoint = run_checkpoint(folder, checkpoint)
     base = load_policy(folder, weights="policy", checkpoint=checkpoint)
     provider = build_residual(read_spec(folder)["meta"]["algo_config"], base)
     load_weights(checkpoint, {"provider.residual": provider.residual})

@@ -291,7 +291,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.out}: {len(curves)} curve(s) against {args.x}")
+    print(f"{args.out}: {len(curves)} curve{'s' if len(curves) != 1 else ''} against {args.x}")
     for c in result["curves"]:
         last = c["last"]
         seeds = f" ({len(c['runs'])} seeds: {', '.join(os.path.basename(r) for r in c['runs'])})" if len(c["runs"]) > 1 else ""

@@ -61,7 +61,7 @@ def test_plot_command_writes_the_figure_and_summarises_it(runs, tmp_path, capsys
     assert result["curves"][0]["last"] == {"step": 3.0, "mean": 0.5, "min": pytest.approx(1 / 3), "max": pytest.approx(2 / 3)}
     assert main(["plot", *map(str, runs), "--out", str(tmp_path / "cmp.svg")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("cmp.svg: 2 curve(s) against step") and "flow (2 seeds: flow-s0, flow-s1): eval/return_mean 45" in lines[1]
+    assert lines[0].endswith("cmp.svg: 2 curves against step") and "flow (2 seeds: flow-s0, flow-s1): eval/return_mean 45" in lines[1]
 
 
 def test_plot_errors_are_one_line(runs, tmp_path, capsys):

@@ -68,8 +68,8 @@ def plot_metrics(run_folder: str | Path, panels: Sequence[Sequence[str]], out: s
     if not present:
         return None
     x_keys = [x for x in X_KEYS if any(x in r for r in rows)]
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(present), len(x_keys), figsize=(5 * len(x_keys), 2.8 * len(present)), squeeze=False)
+    width, height = 5.0 * len(x_keys), 0.45 + 2.8 * len(present)
+    fig, axes = _pyplot().subplots(len(present), len(x_keys), figsize=(width, height), squeeze=False)
     for row, keys in zip(axes, present):
         for ax, x in zip(row, x_keys):
             for key in keys:
@@ -79,7 +79,8 @@ def plot_metrics(run_folder: str | Path, panels: Sequence[Sequence[str]], out: s
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=8)
     fig.suptitle(Path(run_folder).name, fontsize=10)
-    fig.tight_layout()
+    # fixed margins in inches: tight_layout would draw the figure an extra time, at every checkpoint
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.5 / height, wspace=0.3, hspace=0.5)
     return _save(fig, out)
 
 

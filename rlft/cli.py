@@ -167,6 +167,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """``rlft pretrain | finetune | offline``: the registry's algorithm of that kind trains one run."""
     from rlft.algos.registry import COMMAND_KIND, entry_point, get
+    from rlft.runtime.plots import LEARNING_CURVE
 
     kind = COMMAND_KIND[args.command]
 
@@ -179,8 +180,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     cfg, run = started
     entry_point(get(cfg.algo.name if "algo" in cfg else "bc").train)(cfg, run)
-    from rlft.runtime.plots import LEARNING_CURVE
-
     summary = {"plot": str(run.folder / LEARNING_CURVE)} if kind == "online" else {"steps": cfg.train.steps}
     print(json.dumps({"run": str(run.folder), **summary}))
     return 0

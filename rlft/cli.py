@@ -186,6 +186,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """``rlft pretrain | finetune | offline``: the registry's algorithm of that kind trains one run."""
     from rlft.algos.registry import COMMAND_KIND, entry_point, get
+    from rlft.runtime.plots import LEARNING_CURVE
 
     kind = COMMAND_KIND[args.command]
 
@@ -198,7 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     cfg, run = started
     entry_point(get(cfg.algo.name if "algo" in cfg else "bc").train)(cfg, run)
-    summary = {"plot": str(run.folder / "learning_curve.png")} if kind == "online" else {"steps": cfg.train.steps}
+    summary = {"plot": str(run.folder / LEARNING_CURVE)} if kind == "online" else {"steps": cfg.train.steps}
     print(json.dumps({"run": str(run.folder), **summary}))
     return 0
 
@@ -291,6 +292,36 @@ def _run_tool(command: str, args: argparse.Namespace, job: Callable[[DictConfig]
     set_threads(cfg.threads)
     result = job(cfg)
     print(json.dumps(result) if summary is None or args.json else summary(result))
+    return 0
+
+
+# ---- plot -----------------------------------------------------------------------------------
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rlft.runtime.plots import plot_runs
+
+    curves = plot_runs(args.runs, args.out, args.metric, args.x)
+    result = {
+        "out": args.out,
+        "x": args.x,
+        "curves": [
+            {
+                "label": c.label,
+                "runs": [str(r) for r in c.runs],
+                "metric": c.metric,
+                "last": {args.x: float(c.x[-1]), "mean": float(c.mean[-1]), "min": float(c.low[-1]), "max": float(c.high[-1])},
+            }
+            for c in curves
+        ],
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.out}: {len(curves)} curve{'s' if len(curves) != 1 else ''} against {args.x}")
+    for c in result["curves"]:
+        last = c["last"]
+        seeds = f" ({len(c['runs'])} seeds: {', '.join(os.path.basename(r) for r in c['runs'])})" if len(c["runs"]) > 1 else ""
+        spread = f" (min {last['min']:.4g}, max {last['max']:.4g})" if len(c["runs"]) > 1 else ""
+        print(f"  {c['label']}{seeds}: {c['metric']} {last['mean']:.4g}{spread} at {args.x} {last[args.x]:.4g}")
     return 0
 
 
@@ -423,6 +454,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", action="store_true", help="also write an mp4 of the first sub-env's first episode into <run>/videos/")
     p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "plot",
+        help="curves of several runs on one figure, seeds averaged",
+        description="Plot one metric of several run folders against step (or env steps, or wall time) on one\n"
+        "figure. Runs whose folder names differ only by a trailing seed suffix (-<N>, _<N>, -s<N>, _s<N>,\n"
+        "-seed<N>, _seed<N>: hopper-s0, hopper-s1) are seeds of one setting: their mean is a line, their\n"
+        "min-max range a band, where all of them logged (interpolated between logged points); any other run\n"
+        "is a line of its own. The default metric is each setting's return: the first of eval/return_mean,\n"
+        "expert/eval_return, train/return_mean that its runs log. OUT is replaced if it exists.\n\n"
+        "example: rlft plot runs/reinflow-s0 runs/reinflow-s1 runs/dppo --x env_steps --out compare.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (runs/<name>)")
+    p.add_argument("--metric", help="the metric to plot (a key of metrics.jsonl, e.g. eval/normalized_score); default: the return")
+    p.add_argument("--x", default="step", choices=["step", "env_steps", "time_s"], help="x axis (default: step)")
+    p.add_argument("--out", default="plot.png", help="the figure file, .png, .pdf or .svg (default: plot.png)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_plot)
 
     _add_tool_command(
         sub,

@@ -39,6 +39,7 @@ def test_pretrain_writes_a_complete_run(trained):
     assert all("loss" in r and "lr" in r for r in rows)
     assert rows[-1]["eval/episodes"] == 2 and "eval/return_mean" in rows[-1] and "eval/normalized_score" in rows[-1]
     assert [p.name for p in sorted((trained / "checkpoints").iterdir())] == ["step_000000020", "step_000000040"]
+    assert (trained / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"  # written at every checkpoint, pretrain included
 
 
 def test_eval_prints_one_json_object_and_is_reproducible(trained, capsys):

@@ -63,6 +63,7 @@ from rlft.runtime.run import Run
 from rlft.runtime.trainer import fit
 
 KINDS = ("expert", "medium", "medium-replay")
+PLOTTED = (("expert/train_return", "expert/eval_return"),)  # learning_curve.png: one panel, both returns
 
 
 class UniformPolicy:
@@ -226,6 +227,7 @@ def train_expert(cfg: DictConfig, run: Run) -> ExpertPolicy:
         log_every=1,
         checkpoint_every=ex.checkpoint_every // block,
         desc=f"SAC {cfg.env.name} ({block} env steps per step)",
+        plot=PLOTTED,
     )
     snaps = sorted(snap_dir.glob("step_*.json"))
     return ExpertPolicy.load(snaps[-1].with_suffix(""))

@@ -33,12 +33,11 @@ from rlft.errors import CheckpointError, ConfigError
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import load_policy, load_weights, read_spec, run_checkpoint, write_spec
 from rlft.runtime.evaluate import policy_evaluator
-from rlft.runtime.plots import plot_metrics
 from rlft.runtime.run import Run
 from rlft.runtime.trainer import fit
 from rlft.schemas import CriticConfig, PolicyConfig, SelectConfig, fraction, learning_rate, non_empty, non_negative, positive
 
-PLOTTED = ("q_loss", "v_loss", "actor_loss", "eval/normalized_score")
+PLOTTED = (("q_loss",), ("v_loss",), ("actor_loss",), ("eval/normalized_score",))  # learning_curve.png panels
 
 
 @dataclass
@@ -143,8 +142,8 @@ def train_iql(cfg: DictConfig, run: Run) -> nn.Module:
         log_every=cfg.train.log_every,
         checkpoint_every=cfg.train.checkpoint_every,
         desc=f"offline {algo.name}",
+        plot=PLOTTED,
     )
-    plot_metrics(run.folder, PLOTTED, run.folder / "learning_curve.png")
     return _acting(actor.eval(), critic, algo.select)
 
 

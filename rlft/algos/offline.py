@@ -36,14 +36,13 @@ from rlft.policies.ema import EMA
 from rlft.policies.policy import Obs, Policy, policy_from_store
 from rlft.runtime.checkpoint import load_policy, load_weights, read_spec, run_checkpoint, write_spec
 from rlft.runtime.evaluate import policy_evaluator
-from rlft.runtime.plots import plot_metrics
 from rlft.runtime.run import Run
 from rlft.runtime.schedules import warmup_cosine
 from rlft.runtime.seeding import seed_everything
 from rlft.runtime.trainer import fit
 
 SELECT_RULES = ("max", "softmax")
-PLOTTED = ("critic_loss", "bc_loss", "q_mean", "eval/normalized_score")
+PLOTTED = (("critic_loss",), ("bc_loss",), ("q_mean",), ("eval/normalized_score",))  # learning_curve.png panels
 
 
 def check(cfg: DictConfig) -> None:
@@ -241,8 +240,8 @@ def train_offline(cfg: DictConfig, run: Run) -> QSelect:
         log_every=cfg.train.log_every,
         checkpoint_every=cfg.train.checkpoint_every,
         desc=f"offline {algo.name}",
+        plot=PLOTTED,
     )
-    plot_metrics(run.folder, PLOTTED, run.folder / "learning_curve.png")
     return acting(ema.model)
 
 

@@ -30,12 +30,11 @@ from rlft.policies.acting import ActingPolicy
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import load_policy, read_spec, write_spec
 from rlft.runtime.evaluate import evaluate
-from rlft.runtime.plots import plot_metrics
 from rlft.runtime.run import Run
 from rlft.runtime.seeding import seed_everything
 from rlft.runtime.trainer import fit
 
-PLOTTED = ["train/return_mean", "eval/return_mean"]
+PLOTTED = (("train/return_mean", "eval/return_mean"),)  # learning_curve.png: one panel, both returns
 
 
 class OnlineLearner(Protocol):
@@ -148,8 +147,8 @@ def run_online(cfg: DictConfig, run: Run, build: Callable[[DictConfig, Policy, n
             log_every=1,
             checkpoint_every=cfg.train.checkpoint_every,
             desc=f"finetune {cfg.algo.name}",
+            plot=PLOTTED,
         )
     finally:
         learner.close()
-    plot_metrics(run.folder, PLOTTED, run.folder / "learning_curve.png")
     return learner.acting_policy()

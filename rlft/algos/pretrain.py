@@ -24,6 +24,8 @@ from rlft.runtime.schedules import warmup_cosine
 from rlft.runtime.seeding import seed_everything
 from rlft.runtime.trainer import fit
 
+PLOTTED = (("loss",), ("eval/return_mean",))  # learning_curve.png panels
+
 
 def policy_meta(cfg: DictConfig, source: str) -> dict[str, Any]:
     """What a trained policy's ``policy.json`` records: its env, reference returns, data and origin."""
@@ -105,5 +107,6 @@ def pretrain(cfg: DictConfig, run: Run) -> Policy:
         log_every=cfg.train.log_every,
         checkpoint_every=cfg.train.checkpoint_every,
         desc="pretrain",
+        plot=PLOTTED,
     )
     return ema.model

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from rlft.envs import make
 from rlft.envs.wrappers import ObsHistory
 from rlft.policies.acting import ActingPolicy
+from rlft.progress import Progress
 
 DTYPES = {"obs": np.float32, "action": np.float32, "reward": np.float32, "terminated": bool, "truncated": bool, "cost": np.float32}
 
@@ -36,7 +36,7 @@ def record(
     try:
         obs, _ = env.reset()
         policy.end_episodes(torch.ones(n_envs, dtype=torch.bool))
-        with tqdm(total=steps, desc=desc, unit="step", disable=None) as bar:
+        with Progress(steps, desc, every=max(1, steps // 10)) as bar:  # off a terminal: a line per tenth
             while recorded < steps:
                 chunk = policy.sample(obs, stochastic=stochastic, generator=generator)
                 running = torch.ones(n_envs, dtype=torch.bool, device=base.device)
@@ -52,7 +52,7 @@ def record(
                         rows[key].append(value.cpu())
                     rows["active"].append(active.cpu())
                     recorded += int(active.sum())
-                    bar.update(int(active.sum()))
+                    bar.advance(int(active.sum()))
                     ended |= info["done"]
                     running &= active & ~info["done"]
                 policy.end_episodes(ended)

@@ -1,4 +1,4 @@
-"""The step loop every gradient-based trainer uses: logging, checkpoints, exact resume, progress bar.
+"""The step loop every gradient-based trainer uses: logging, checkpoints, exact resume, progress, learning curve.
 
 An algorithm supplies ``update(step) -> metrics`` (one optimisation step) and the state to save;
 :func:`fit` owns everything around it, so no algorithm re-implements logging or checkpointing.
@@ -14,13 +14,14 @@ import math
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from rlft.errors import DivergedError, StopRequested
+from rlft.progress import Progress
+from rlft.runtime.plots import LEARNING_CURVE, plot_metrics
 from rlft.runtime.run import Run
 
 
@@ -76,6 +77,7 @@ def fit(
     log_every: int = 100,
     checkpoint_every: int = 1000,
     desc: str = "train",
+    plot: Sequence[Sequence[str]] = (),
 ) -> int:
     """Run ``update`` for steps 1..total_steps, resuming after the newest checkpoint if ``run.resume``.
 
@@ -84,7 +86,9 @@ def fit(
     number of the last step run. On SIGTERM or Ctrl-C: checkpoint at the next logging step, then
     :class:`StopRequested`. A non-finite loss or gradient norm (metrics named in :data:`WATCHED`), or a
     non-finite weight at a checkpoint, raises :class:`DivergedError`: no non-finite checkpoint is ever
-    written, and the last good one stays resumable.
+    written, and the last good one stays resumable. With ``plot`` (panels of metric keys, see
+    :func:`~rlft.runtime.plots.plot_metrics`), every checkpoint also rewrites ``learning_curve.png``.
+    Progress (:class:`~rlft.progress.Progress`) is reported at every logging step.
     """
     if checkpoint_every % log_every:
         raise ValueError(f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every ({log_every}) for exact resume")
@@ -95,16 +99,17 @@ def fit(
     metrics = run.open_metrics(resume_step=start if run.resume else None)
     window: dict[str, list[float]] = {}
     try:
-        with _stop_signals() as stop, tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=None) as bar:
+        with _stop_signals() as stop, Progress(total_steps, desc, initial=start) as progress:
             for step in range(start + 1, total_steps + 1):
                 for k, v in update(step).items():
                     if not math.isfinite(float(v)) and any(word in k for word in WATCHED):
                         raise DivergedError(f"step {step}: {k} is {float(v)}; {_last_good(run)}")
                     window.setdefault(k, []).append(float(v))
+                progress.advance(1)
                 if step % log_every == 0 or step == total_steps:
                     means = {k: float(np.mean(v)) for k, v in window.items()}
                     metrics.log(step, means)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
+                    progress.report(means)
                     window.clear()
                 stopping = stop["stop"] and step % log_every == 0 and step < total_steps
                 if step % checkpoint_every == 0 or step == total_steps or stopping:
@@ -112,7 +117,8 @@ def fit(
                     if bad:
                         raise DivergedError(f"step {step}: {bad} holds a non-finite value; {_last_good(run)}")
                     run.save_checkpoint(step, modules, optimizers, generators)
-                bar.update(1)
+                    if plot:
+                        plot_metrics(run.folder, plot, run.folder / LEARNING_CURVE)
                 if stopping:
                     raise StopRequested(f"stopped at step {step} with a checkpoint there; continue with the same command and --resume")
     finally:

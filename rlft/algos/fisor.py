@@ -45,12 +45,11 @@ from rlft.policies.ema import EMA
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import latest_checkpoint, load_policy, load_weights, read_spec, write_spec
 from rlft.runtime.evaluate import policy_evaluator
-from rlft.runtime.plots import plot_metrics
 from rlft.runtime.run import Run
 from rlft.runtime.trainer import fit
 from rlft.schemas import CriticConfig, EMAConfig, PolicyConfig, fraction, learning_rate, non_empty, non_negative, positive
 
-PLOTTED = ("q_loss", "qh_loss", "actor_loss", "feasible_fraction", "eval/normalized_score", "eval/cost_mean")
+PLOTTED = (("q_loss", "v_loss"), ("qh_loss", "vh_loss"), ("actor_loss",), ("feasible_fraction",), ("eval/normalized_score",), ("eval/cost_mean",))
 
 
 @dataclass
@@ -235,8 +234,8 @@ def train_fisor(cfg: DictConfig, run: Run) -> nn.Module:
         log_every=cfg.train.log_every,
         checkpoint_every=cfg.train.checkpoint_every,
         desc=f"offline {algo.name}",
+        plot=PLOTTED,
     )
-    plot_metrics(run.folder, PLOTTED, run.folder / "learning_curve.png")
     return acting(ema.model)
 
 

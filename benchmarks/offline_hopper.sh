@@ -22,7 +22,7 @@ for run in ${RUNS:-medium:dql medium:bc-dql medium:ofql medium-expert:dql medium
     bc-*) args="algo=${method#bc-} algo.eta=0 algo.select.candidates=1" ;;
   esac
   name=${PREFIX:-off}-$data-$method
-  [ -e runs/$name/learning_curve.png ] && continue
+  if [ -e runs/$name/metrics.jsonl ] && tail -1 runs/$name/metrics.jsonl | grep -q "\"step\": $steps,.*eval/normalized_score"; then continue; fi
   echo "$(date +%T) start $name (load $(cut -d' ' -f1-3 /proc/loadavg))"
   resume=""; [ -e runs/$name/config.yaml ] && resume="--resume"
   $RLFT offline $args data=hopper_medium data.path=$path run.name=$name train.steps=$steps seed=${SEED:-0} \

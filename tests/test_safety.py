@@ -198,3 +198,38 @@ def test_collect_merge_and_filter_safety_datasets(tmp_path, capsys):
     assert main(["data", "filter", str(merged), "--max-cost", "-1", "--out", str(tmp_path / "none.zarr")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no episode has a cost <= -1" in err[0] and not (tmp_path / "none.zarr").exists()
+
+
+def test_bullet_tasks_without_the_safety_extra_are_one_line(monkeypatch):
+    import sys
+
+    from rlft.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "bullet_safety_gym", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(ConfigError, match="make install-safety"):
+        make("ball_run", 1)
+
+
+def test_envs_that_declare_rgb_frames_but_refuse_render_mode_are_built_without_it():
+    import gymnasium as gym
+
+    class NoRenderMode(gym.Env):  # bullet-safety-gym's shape: the mode in metadata, no render_mode keyword
+        metadata = {"render_modes": ["rgb_array"]}
+        observation_space = gym.spaces.Box(-1, 1, (2,))
+        action_space = gym.spaces.Box(-1, 1, (1,))
+
+        def __init__(self):
+            super().__init__()
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(2, np.float32), 0.0, False, False, {"cost": 1.0}
+
+    if "test/NoRenderMode-v0" not in gym.registry:
+        gym.register("test/NoRenderMode-v0", entry_point=NoRenderMode, max_episode_steps=5)
+    env = make("test/NoRenderMode-v0", 2, backend="gymnasium")
+    env.reset()
+    assert not env.has_cost  # costs are read only from the tasks rlft knows report them
+    env.step(torch.zeros(2, 1))

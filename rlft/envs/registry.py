@@ -21,6 +21,11 @@ LOCOMOTION = {
 }
 
 
+# bullet-safety-gym's Run / Circle tasks (the `safety` extra; `make install-safety`), with their own info["cost"].
+BULLET_SAFETY = {
+    f"{agent}_{task}": f"Safety{agent.capitalize()}{task.capitalize()}-v0" for task in ("run", "circle") for agent in ("ball", "car", "drone", "ant")
+}
+
 # Short names of the tasks rlft bundles (registered with gymnasium by rlft.envs.toy).
 BUNDLED = {"pointmass": "rlft/PointMass-v0", "pointmass_safe": "rlft/SafePointMass-v0"}
 
@@ -34,11 +39,18 @@ def env_id(name: str) -> str:
         return LOCOMOTION[name]
     if name in SAFE_VELOCITY:
         return SAFE_VELOCITY[name]
+    if name in BULLET_SAFETY or (name.startswith("Safety") and name not in gym.registry):
+        try:
+            import bullet_safety_gym  # noqa: F401  (registers its tasks with gymnasium)
+        except ImportError:
+            raise ConfigError(f"env {name} is a bullet-safety-gym task: install it with make install-safety (the safety extra)") from None
+        name = BULLET_SAFETY.get(name, name)
     if name in BUNDLED:
         return BUNDLED[name]
     if name in gym.registry:
         return name
-    raise ConfigError(f"unknown env '{name}'; short names: {', '.join(sorted(LOCOMOTION | BUNDLED | SAFE_VELOCITY))}, or any registered gymnasium id")
+    short = sorted(LOCOMOTION | BUNDLED | SAFE_VELOCITY | BULLET_SAFETY)
+    raise ConfigError(f"unknown env '{name}'; short names: {', '.join(short)}, or any registered gymnasium id")
 
 
 def velocity_limit(name: str) -> float | None:

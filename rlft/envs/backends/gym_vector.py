@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 from typing import Any
@@ -39,10 +40,14 @@ class Pausable(gym.Wrapper):
 
 
 def _renders_rgb(gym_id: str) -> bool:
-    """Whether the env class declares the ``rgb_array`` render mode (others may refuse the keyword)."""
+    """Whether the env class declares the ``rgb_array`` render mode and takes the ``render_mode`` keyword
+    (bullet-safety-gym declares the mode but its constructor refuses the keyword)."""
     entry = gym.spec(gym_id).entry_point
     creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
-    return "rgb_array" in getattr(creator, "metadata", {}).get("render_modes", [])
+    if "rgb_array" not in getattr(creator, "metadata", {}).get("render_modes", []):
+        return False
+    params = inspect.signature(creator).parameters.values()
+    return any(p.name == "render_mode" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _make_pausable(gym_id: str, env_kwargs: dict[str, Any], owner_pid: int, velocity_limit: float | None) -> gym.Env:

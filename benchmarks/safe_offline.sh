@@ -3,7 +3,8 @@
 # safe episodes and reward-only IQL, on velocity-constrained tasks, with data made here by DSRL's recipe.
 # Data per task (runs/safe-data/<task>-{mixed,safe}.zarr.zip): the merge of every store under
 # runs/collect-<task>-*/data/ (rlft collect runs with different expert.cost_penalty, or the shipped
-# unconstrained experts recorded in the task), and its episodes with cost <= 10 (rlft data filter).
+# unconstrained experts recorded in the task), and its episodes within the cost limit (rlft data filter). The toy
+# (TASKS=pointmass_safe) takes its data from python benchmarks/safe_toy_data.py.
 # One run at a time; a finished run is skipped, an interrupted one resumed (--resume is exact).
 # Usage: bash benchmarks/safe_offline.sh   Env: TASKS (default "hopper_vel walker2d_vel halfcheetah_vel"),
 #   SEEDS (default "0 1"), METHODS (default "fisor bc-all bc-safe iql"), STEPS (default 40000),
@@ -23,7 +24,8 @@ for task in ${TASKS:-hopper_vel walker2d_vel halfcheetah_vel}; do
     [ $(echo $stores | wc -w) -ge 2 ] || { echo "skip $task: fewer than two datasets under runs/collect-$task-*/data/"; continue; }
     $RLFT data merge $stores --out $mixed
   fi
-  [ -e $safe ] || $RLFT data filter $mixed --max-cost 10 --out $safe
+  limit=10; [ $task = pointmass_safe ] && limit=0   # the env's cost limit (the toy's 1 means: never enter the hazard)
+  [ -e $safe ] || $RLFT data filter $mixed --max-cost $limit --out $safe
   for seed in ${SEEDS:-0 1}; do
     for method in ${METHODS:-fisor bc-all bc-safe iql}; do
       case $method in

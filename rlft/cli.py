@@ -133,6 +133,55 @@ def cmd_data_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_corrupt(args: argparse.Namespace) -> int:
+    from rlft.datasets.corrupt import RECORD, corrupt_store, state_keys
+    from rlft.datasets.store import EpisodeStore
+    from rlft.io import refuse_overwrite
+
+    refuse_overwrite(args.out, args.force, "--force")
+    adversary = None
+    if args.critic is not None and args.kind == "adversarial":
+        from rlft.algos.attack import critic_adversary
+
+        store = EpisodeStore(args.src)
+        adversary = critic_adversary(args.critic, store, state_keys(store))
+    elif args.critic is not None:
+        raise ConfigError(f"--critic is the Q that --kind adversarial attacks with; --kind {args.kind} takes none")
+    critic = str(args.critic) if args.critic is not None else None
+    store = corrupt_store(args.src, args.out, args.kind, args.on, args.rate, args.scale, args.seed, adversary, args.pgd_steps, critic)
+    record = store.meta[RECORD]
+    summary = {"path": str(store.path), "steps": store.n_steps} | {k: record[k] for k in ("kind", "on", "rate", "scale", "seed")}
+    print(json.dumps(summary | {"corrupted": {element: len(rows) for element, rows in record["rows"].items()}}))
+    return 0
+
+
+def _yaml_text(text: str) -> str:
+    """``text`` as a YAML string literal, so that an override keeps it a string whatever it holds."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def cmd_data_repair(args: argparse.Namespace) -> int:
+    """``rlft data repair SRC --method adg --out OUT``: a run folder of the ``repair`` config, then the repaired store."""
+    from pathlib import Path
+
+    from rlft.algos.adg import check, repair
+    from rlft.io import refuse_overwrite
+
+    stem = Path(args.src).name.removesuffix(".zip").removesuffix(".zarr")
+    given = [f"src={_yaml_text(args.src)}", f"out={_yaml_text(args.out)}", f"force={str(args.force).lower()}", f"method={args.method}"]
+    args.overrides = [*given, f"run.name={_yaml_text(f'repair-{args.method}-{stem}')}", *args.overrides]
+
+    def validate(cfg: DictConfig) -> None:
+        check(cfg)
+        refuse_overwrite(cfg.out, cfg.force, "--force")
+
+    started = _start_run("repair", args, validate, may_change=("out", "force"))
+    if started is None:
+        return 0
+    print(json.dumps(repair(*started)))
+    return 0
+
+
 def cmd_data_info(args: argparse.Namespace) -> int:
     from rlft.datasets.store import EpisodeStore
 
@@ -358,7 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("data", help="import and inspect trajectory datasets", description="Import datasets into rlft's zarr episode store and inspect them.")
+    p = sub.add_parser(
+        "data",
+        help="import, inspect, corrupt and repair trajectory datasets",
+        description="Import datasets into rlft's zarr episode store, inspect them, corrupt them (RIQL) and repair them (ADG).",
+    )
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
     q = data_sub.add_parser(
         "import",
@@ -391,6 +444,48 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
     q.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
     q.set_defaults(func=cmd_data_filter)
+    q = data_sub.add_parser(
+        "corrupt",
+        help="corrupt a fraction of the transitions (RIQL's protocol)",
+        description="Write a copy of SRC to OUT with a fraction --rate of its transitions corrupted, as RIQL does:\n"
+        "random: x + U[-scale, scale] x std per dimension (rewards: U[-30 scale, 30 scale]); adversarial: the same box,\n"
+        "searched by 100 projected gradient steps to lower the Q of --critic (rewards: -scale x r). dynamics corrupts\n"
+        "next observations (the observation of step t + 1); all: obs, action and reward. The corrupted rows are\n"
+        "recorded in OUT's metadata ('corruption') to measure detection; training never reads them.\n\n"
+        "example: rlft data corrupt hopper-v5-medium --kind random --on obs --rate 0.3 --scale 1.0 --out obs30.zarr",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("src", help="store path or shipped dataset name (flat float state keys)")
+    q.add_argument("--kind", required=True, choices=["random", "adversarial"], help="random noise or a gradient attack on --critic")
+    q.add_argument("--on", required=True, choices=["obs", "action", "reward", "dynamics", "all"], help="the element corrupted")
+    q.add_argument("--rate", type=float, default=0.3, help="fraction of transitions corrupted, per element (default 0.3)")
+    q.add_argument("--scale", type=float, default=1.0, help="corruption range in stds (default 1.0)")
+    q.add_argument("--seed", type=int, default=0, help="the draw of transitions and noise (default 0)")
+    q.add_argument("--critic", help="with --kind adversarial: the run folder of an iql, dql or ofql run whose Q is attacked")
+    q.add_argument("--pgd-steps", type=int, default=100, help="with --kind adversarial: projected gradient steps (default 100, RIQL's)")
+    q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
+    q.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
+    q.set_defaults(func=cmd_data_corrupt)
+    q = data_sub.add_parser(
+        "repair",
+        help="detect and repair corrupted steps with ADG (two DDPMs)",
+        description="ADG: train an ambient DDPM on windows of 11 steps of (s, a, r) at noise levels k >= 30 of 100, flag\n"
+        "the steps whose rescaled noise score exceeds 0.2, train a second DDPM with those masked out, and write OUT\n"
+        "with each flagged step replaced by the centre of its window noised to level 30 and denoised. Training\n"
+        "runs in runs/<run.name> (default repair-adg-<SRC name>); --resume continues it. Settings and overrides as\n"
+        "in configs/repair.yaml. Prints one JSON object, with detection precision and recall when SRC records its\n"
+        "corruption (rlft data corrupt).\n\n"
+        "example: rlft data repair obs30.zarr --method adg --out obs30-adg.zarr train.steps=20000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("src", help="store path or shipped dataset name (flat float state keys)")
+    q.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="config overrides (configs/repair.yaml): key.sub=value")
+    q.add_argument("--method", required=True, choices=["adg"], help="the recovery method")
+    q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
+    q.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
+    q.add_argument("--resume", action="store_true", help="continue the run folder runs/<run.name> from its newest checkpoint")
+    q.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    q.set_defaults(func=cmd_data_repair)
     q = data_sub.add_parser(
         "info", help="summarise a native store", description="Print episodes, steps, keys (per-step shapes), returns and reference returns of a store."
     )
@@ -511,7 +606,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides after an option (rlft data repair SRC --out OUT key=value) are overrides too
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except RlftError as e:

@@ -489,6 +489,55 @@ class BenchLatencyConfig(CommandConfig):
         non_negative(self, "warmup")
 
 
+@dataclass
+class ADGConfig:
+    """ADG's recovery (``method: adg``): windows of 2 ``horizon`` + 1 steps of ``elements``; two DDPMs of
+    ``diffusion_steps`` levels on an MLP ``backbone``, the ambient one trained on levels >= ``ambient_level``;
+    steps whose rescaled score exceeds ``threshold`` are flagged and repaired."""
+
+    horizon: int = MISSING
+    elements: List[str] = MISSING
+    diffusion_steps: int = MISSING
+    ambient_level: int = MISSING
+    threshold: float = MISSING
+    schedule: str = MISSING
+    lr: float = MISSING
+    backbone: Dict[str, Any] = MISSING
+
+    def __post_init__(self) -> None:
+        positive(self, "horizon", "diffusion_steps")
+        non_empty(self, "elements")
+        bad = [e for e in self.elements if e not in ("obs", "action", "reward")]
+        if bad or len(set(self.elements)) != len(self.elements):
+            _fail("elements", self.elements, "must be distinct names among obs, action, reward")
+        if not 0 <= self.ambient_level < self.diffusion_steps:
+            _fail("ambient_level", self.ambient_level, f"must be in 0..diffusion_steps - 1 ({self.diffusion_steps - 1})")
+        fraction(self, "threshold")
+        learning_rate(self, "lr")
+
+
+@dataclass
+class RepairConfig(CommandConfig):
+    """``rlft data repair`` (configs/repair.yaml): ``src`` and ``out`` come from the command line."""
+
+    seed: int = MISSING
+    threads: int = MISSING
+    device: str = MISSING
+    run: RunConfig = MISSING
+    src: Optional[str] = MISSING
+    out: Optional[str] = MISSING
+    force: bool = MISSING
+    method: str = MISSING
+    train: StepTrainConfig = MISSING
+    adg: ADGConfig = MISSING
+
+    def __post_init__(self) -> None:
+        positive(self, "threads")
+        device(self)
+        if self.method != "adg":
+            _fail("method", self.method, "must be adg")
+
+
 COMMANDS: Dict[str, type] = {
     "pretrain": PretrainConfig,
     "finetune": FinetuneConfig,
@@ -498,6 +547,7 @@ COMMANDS: Dict[str, type] = {
     "export": ExportConfig,
     "bench": BenchConfig,
     "bench_latency": BenchLatencyConfig,
+    "repair": RepairConfig,
 }
 
 

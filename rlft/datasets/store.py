@@ -245,6 +245,11 @@ class EpisodeStore:
         return {name: tuple(arr.shape[1:]) for name, arr in self._arrays.items()}
 
     @property
+    def dtypes(self) -> dict[str, np.dtype]:
+        """Each data key's dtype (read from the metadata, no array loaded)."""
+        return {name: np.dtype(arr.dtype) for name, arr in self._arrays.items()}
+
+    @property
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
         return {k: {s: np.asarray(v, dtype=np.float32) for s, v in d.items()} for k, d in self.meta.get("stats", {}).items()}
 
@@ -293,7 +298,7 @@ class EpisodeStore:
             "episodes": self.n_episodes,
             "steps": self.n_steps,
             "keys": {k: list(v) for k, v in self.keys.items()},
-            "dtypes": {k: str(a.dtype) for k, a in self._arrays.items()},
+            "dtypes": {k: str(d) for k, d in self.dtypes.items()},
             "checksums": self.has_checksums,
         }
         lengths = np.diff(np.concatenate([[0], self.episode_ends]))

@@ -91,12 +91,22 @@ class Diffusion(Head):
     def _net_time(self, k: torch.Tensor, batch: int) -> torch.Tensor:
         return (k.float() / self.train_steps).expand(batch)
 
-    def loss(self, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        k = torch.randint(0, self.train_steps, (x0.shape[0],), device=x0.device)
+    def loss(self, x0: torch.Tensor, cond: torch.Tensor, min_level: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise MSE per sample [B] at levels drawn uniformly from ``min_level``..T-1 (ADG's ambient DDPM trains on
+        k >= k_a only); ``mask`` [B, H] keeps only those chunk steps in the mean (ADG's clean DDPM; 0 where none is kept)."""
+        k = torch.randint(min_level, self.train_steps, (x0.shape[0],), device=x0.device)
         ab = self.alpha_bar[k].view(-1, 1, 1)
         eps = torch.randn_like(x0)
         x_k = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        return ((self.net(x_k, k.float() / self.train_steps, cond) - eps) ** 2).mean((1, 2))
+        error = (self.net(x_k, k.float() / self.train_steps, cond) - eps) ** 2
+        if mask is None:
+            return error.mean((1, 2))
+        mask = mask.to(error.dtype)
+        return (error.mean(2) * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def predict_noise(self, x: torch.Tensor, level: int, cond: torch.Tensor) -> torch.Tensor:
+        """The net's noise prediction for ``x`` read as a sample at training level ``level``."""
+        return self.net(x, x.new_full((x.shape[0],), level / self.train_steps), cond)
 
     def time_grid(self, steps: int) -> torch.Tensor:
         """Evenly spaced training levels, noisiest first, ending at -1 (clean): e.g. T=20, 5 steps -> 19 15 11 7 3 -1."""

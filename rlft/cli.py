@@ -203,6 +203,15 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         print(f"  episode cost: mean {c['mean']:.1f}  std {c['std']:.1f}  min {c['min']:.1f}  max {c['max']:.1f}")
     if "ref_returns" in s:
         print(f"  reference returns (normalized score 0 / 100): {s['ref_returns']['random']:.1f} / {s['ref_returns']['expert']:.1f}")
+    if "corruption" in s:
+        c = s["corruption"]
+        rows = ", ".join(f"{n} {e}" for e, n in c["rows"].items())
+        settings = "".join(f", {k} {c[k]:g}" for k in ("rate", "scale", "seed") if isinstance(c.get(k), (int, float)))
+        print(f"  corruption: {c.get('kind')} on {c.get('on')}{settings} (rows: {rows})")
+    if "repair" in s:
+        r, found = s["repair"], s["repair"].get("detection")
+        scores = f"; precision {found['precision']:.3f}, recall {found['recall']:.3f}" if found and found["recall"] is not None else ""
+        print(f"  repair: {r['method']}, {r['rows']} steps flagged{scores}")
     if args.verify:
         print("  checksums: every array verified")
     return 0

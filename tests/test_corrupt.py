@@ -82,6 +82,15 @@ def test_all_corrupts_obs_action_and_reward_on_their_own_draws(tmp_path, capsys)
     np.testing.assert_array_equal(alone["obs"], out["obs"])  # each element's draw depends on the seed and the element only
     found = detection(out.meta["corruption"], sorted(rows["obs"]))
     assert found["precision"] == 1.0 and found["recall_by_element"]["obs"] == 1.0 and found["recall"] < 0.6
+    assert main(["data", "info", str(out.path), "--json"]) == 0  # the record's rows shown as counts
+    assert json.loads(capsys.readouterr().out)["corruption"] == {
+        "kind": "random",
+        "on": "all",
+        "rate": 0.25,
+        "scale": 1.0,
+        "seed": 0,
+        "rows": printed["corrupted"],
+    }
 
 
 def test_pgd_takes_signed_steps_inside_the_box():

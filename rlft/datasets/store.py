@@ -312,6 +312,11 @@ class EpisodeStore:
         for k in ("source", "env_id", "ref_returns", "collection"):
             if k in self.meta:
                 out[k] = self.meta[k]
+        for k in ("corruption", "repair"):  # rlft data corrupt / repair records, their row lists as counts
+            if isinstance(self.meta.get(k), dict):
+                rows = self.meta[k].get("rows")
+                counts = {e: len(r) for e, r in rows.items()} if isinstance(rows, dict) else len(rows or [])
+                out[k] = {name: v for name, v in self.meta[k].items() if name != "rows"} | {"rows": counts}
         return out
 
 

@@ -120,7 +120,7 @@ def repair(cfg: DictConfig, run: Run) -> dict[str, Any]:
     adg, steps = cfg.adg, cfg.train.steps
     rng = seed_everything(cfg.seed)
     device = torch.device(cfg.device)
-    store = check(cfg)
+    store = EpisodeStore(cfg.src)  # checked by check() before the run folder was written
     raw, columns = step_matrix(store, list(adg.elements))
     mean, std = raw.mean(0), raw.std(0)
     std = np.where(std < 1e-6, 1.0, std)

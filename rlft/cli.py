@@ -51,6 +51,9 @@ def _add_tool_command(
     p.set_defaults(func=func)
 
 
+DATA_PARALLEL = ("pretrain",)  # the commands that run data-parallel under torchrun (rlft/runtime/distributed.py)
+
+
 def _start_run(
     command: str, args: argparse.Namespace, validate: Callable[[DictConfig], None] | None = None, may_change: tuple[str, ...] = ()
 ) -> tuple[DictConfig, Any] | None:
@@ -58,6 +61,7 @@ def _start_run(
 
     ``may_change``: top-level config keys that a ``--resume`` may change (see :meth:`Run.start`).
     """
+    from rlft.runtime.distributed import join
     from rlft.runtime.run import Run
     from rlft.runtime.seeding import set_threads
 
@@ -68,7 +72,10 @@ def _start_run(
         print(to_yaml(cfg), end="")
         return None
     set_threads(cfg.threads)
-    return cfg, Run.start(cfg, resume=args.resume, may_change=may_change)
+    world = join(cfg.device) if command in DATA_PARALLEL else None
+    if world is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"rlft {command} runs in one process; torchrun runs rlft {' and '.join(DATA_PARALLEL)}")
+    return cfg, Run.start(cfg, resume=args.resume, may_change=may_change, **({"world": world} if world else {}))
 
 
 # ---- info ------------------------------------------------------------------------------------
@@ -258,7 +265,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, run = started
     entry_point(get(cfg.algo.name if "algo" in cfg else "bc").train)(cfg, run)
     summary = {"plot": str(run.folder / LEARNING_CURVE)} if kind == "online" else {"steps": cfg.train.steps}
-    print(json.dumps({"run": str(run.folder), **summary}))
+    if run.world.main:
+        print(json.dumps({"run": str(run.folder), **summary}))
     return 0
 
 

@@ -15,9 +15,11 @@ from omegaconf import DictConfig
 from rlft.datasets.sampler import WindowSampler
 from rlft.datasets.store import EpisodeStore
 from rlft.errors import ConfigError
+from rlft.policies import draws
 from rlft.policies.ema import EMA
 from rlft.policies.policy import Policy, policy_from_store
 from rlft.runtime.checkpoint import write_spec
+from rlft.runtime.distributed import data_parallel
 from rlft.runtime.evaluate import policy_evaluator, reference_returns
 from rlft.runtime.run import Run
 from rlft.runtime.schedules import warmup_cosine
@@ -58,10 +60,23 @@ def check(cfg: DictConfig) -> None:
     check_data(cfg, cfg.policy)
 
 
+class _BatchLoss(torch.nn.Module):
+    """The policy's mean loss on a batch as a module's forward (what DistributedDataParallel wraps)."""
+
+    def __init__(self, policy: Policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.policy.loss(batch)
+
+
 def pretrain(cfg: DictConfig, run: Run) -> Policy:
     """Train ``cfg.policy`` on ``cfg.data`` for ``cfg.train.steps``; returns the EMA policy.
 
     With ``cfg.eval.episodes``, the EMA policy is evaluated every ``cfg.eval.every`` steps and at the end.
+    Under torchrun each rank trains on its rows of every global batch of ``cfg.train.batch_size``
+    (:mod:`rlft.runtime.distributed`); rank 0 evaluates.
     """
     evaluate = policy_evaluator(cfg) if cfg.eval.episodes > 0 else None
     rng = seed_everything(cfg.seed)
@@ -69,30 +84,34 @@ def pretrain(cfg: DictConfig, run: Run) -> Policy:
     store = EpisodeStore(cfg.data.path)
     policy = policy_from_store(cfg.policy, store).to(device)
     sampler = WindowSampler(store, obs_keys=list(cfg.policy.obs_keys), obs_horizon=policy.obs_horizon, horizon=policy.horizon)
-    write_spec(run.folder, policy, policy_meta(cfg, f"rlft pretrain, run {run.folder}"))
+    if run.world.main:
+        write_spec(run.folder, policy, policy_meta(cfg, f"rlft pretrain, run {run.folder}"))
     ema = EMA(policy, decay=cfg.ema.decay, every=cfg.ema.every, start=cfg.ema.start)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.train.warmup, cfg.train.steps, cfg.train.min_lr / cfg.train.lr))
-    batch_size = cfg.train.batch_size
+    batch_size, world = cfg.train.batch_size, run.world
+    rows = world.rows(batch_size)  # this rank's rows of the global batch (all of it in one process)
+    loss_of = data_parallel(_BatchLoss(policy), world)  # DDP averages the ranks' gradients in backward
     eval_every = cfg.eval.every if evaluate is not None else 0
     clock = {"t": time.perf_counter()}
 
     def update(step: int) -> dict[str, Any]:
-        batch = {k: v.to(device) for k, v in sampler.sample(batch_size, rng).items()}
+        batch = {k: v.to(device) for k, v in sampler.sample(batch_size, rng, rows).items()}
         policy.train()
-        loss = policy.loss(batch)
+        with draws.shard(world.rank, world.size):
+            loss = loss_of(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), float("inf"))
         opt.step()
         sched.step()
         ema.update(policy, step)
-        metrics: dict[str, Any] = {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": sched.get_last_lr()[0]}
+        metrics: dict[str, Any] = world.mean({"loss": loss.item()}) | {"grad_norm": grad_norm.item(), "lr": sched.get_last_lr()[0]}
         if step % cfg.train.log_every == 0:
             now = time.perf_counter()
             metrics["samples_per_s"] = batch_size * cfg.train.log_every / (now - clock["t"])
             clock["t"] = now
-        if evaluate is not None and ((eval_every and step % eval_every == 0) or step == cfg.train.steps):
+        if world.main and evaluate is not None and ((eval_every and step % eval_every == 0) or step == cfg.train.steps):
             metrics.update({f"eval/{k}": v for k, v in evaluate(ema.model, step).items()})
             clock["t"] = time.perf_counter()
         return metrics

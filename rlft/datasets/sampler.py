@@ -60,6 +60,7 @@ class WindowSampler:
             batch["terminated"] = torch.from_numpy(self.store["terminated"][act_idx].astype(bool))
         return batch
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """``batch_size`` windows with anchors drawn uniformly over all steps."""
-        return self.windows(rng.integers(0, len(self), size=batch_size))
+    def sample(self, batch_size: int, rng: np.random.Generator, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+        """``batch_size`` windows with anchors drawn uniformly over all steps; ``rows``: only those of them
+        (a data-parallel rank's share: every rank draws the same anchors and builds its rows' windows)."""
+        return self.windows(rng.integers(0, len(self), size=batch_size)[rows])

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlft.policies import draws
 from rlft.policies.backbones import Mish, _TransformerLayer
 
 
@@ -44,8 +45,8 @@ def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
     """DrQ augmentation: pad by replication, crop back at a random integer offset per image. [N, C, H, W]."""
     n, _, h, w = images.shape
     padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    dy = torch.randint(0, 2 * pad + 1, (n, 1, 1), device=images.device)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1, 1), device=images.device)
+    rows, total = draws.rows(n, images.device)
+    dy, dx = draws.at(lambda m: tuple(torch.randint(0, 2 * pad + 1, (m, 1, 1), device=images.device) for _ in range(2)), rows, total)
     rows = (torch.arange(h, device=images.device).view(1, h, 1) + dy).expand(n, h, w)
     cols = (torch.arange(w, device=images.device).view(1, 1, w) + dx).expand(n, h, w)
     flat = padded.flatten(2)

@@ -8,6 +8,8 @@ All heads share a small interface used by :class:`rlft.policies.policy.Policy`:
   the head's own noise (zero for deterministic steps and for every flow step)
 
 Sampling, the chain view and log-probabilities are written once, in the Policy, on top of these.
+Training losses draw their randomness through :mod:`rlft.policies.draws`, so a data-parallel run's ranks
+together draw what one process draws for the whole batch.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import math
 
 import torch
 from torch import nn
+
+from rlft.policies import draws
 
 
 class Head(nn.Module):
@@ -94,9 +98,10 @@ class Diffusion(Head):
     def loss(self, x0: torch.Tensor, cond: torch.Tensor, min_level: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Noise MSE per sample [B] at levels drawn uniformly from ``min_level``..T-1 (ADG's ambient DDPM trains on
         k >= k_a only); ``mask`` [B, H] keeps only those chunk steps in the mean (ADG's clean DDPM; 0 where none is kept)."""
-        k = torch.randint(min_level, self.train_steps, (x0.shape[0],), device=x0.device)
+        rows, total = draws.rows(x0.shape[0], x0.device)
+        k = draws.at(lambda m: torch.randint(min_level, self.train_steps, (m,), device=x0.device), rows, total)
         ab = self.alpha_bar[k].view(-1, 1, 1)
-        eps = torch.randn_like(x0)
+        eps = draws.randn(x0.shape[0], x0.shape[1:], x0.device, x0.dtype)
         x_k = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         error = (self.net(x_k, k.float() / self.train_steps, cond) - eps) ** 2
         if mask is None:
@@ -164,8 +169,9 @@ class RectifiedFlow(Head):
         return beta.sample((n,))  # draws from torch's global RNG, which checkpoints capture
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        t = self.sample_times(x0.shape[0], x0.device)
-        eps = torch.randn_like(x0)
+        rows, total = draws.rows(x0.shape[0], x0.device)
+        t = draws.at(lambda m: self.sample_times(m, x0.device), rows, total)
+        eps = draws.randn(x0.shape[0], x0.shape[1:], x0.device, x0.dtype)
         x_t = (1 - t.view(-1, 1, 1)) * x0 + t.view(-1, 1, 1) * eps
         return ((self.net(x_t, t, cond) - (eps - x0)) ** 2).mean((1, 2))
 
@@ -201,30 +207,38 @@ class Shortcut(RectifiedFlow):
         self.levels = int(math.log2(max_steps))
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        b = x0.shape[0]
-        n_boot = int(round(b * self.bootstrap_fraction))
-        eps = torch.randn_like(x0)
+        b, device = x0.shape[0], x0.device
+        rows, total = draws.rows(b, device)
+        index = torch.arange(b, device=device) if rows is None else rows
+        n_boot = int(round(total * self.bootstrap_fraction))  # the first n_boot rows of the (global) batch
+        eps = draws.randn(b, x0.shape[1:], device, x0.dtype)
+        boot = index < n_boot
+        flow_at, boot_at = (None, None) if rows is None else (index[~boot] - n_boot, index[boot])
         # flow-matching part, d = 0
-        t = self.sample_times(b - n_boot, x0.device)
-        x_t = (1 - t.view(-1, 1, 1)) * x0[n_boot:] + t.view(-1, 1, 1) * eps[n_boot:]
-        pred = self.net(x_t, torch.stack([t, torch.zeros_like(t)], -1), cond[n_boot:])
-        flow = ((pred - (eps[n_boot:] - x0[n_boot:])) ** 2).mean((1, 2))
+        t = draws.at(lambda m: self.sample_times(m, device), flow_at, total - n_boot)
+        x_t = (1 - t.view(-1, 1, 1)) * x0[~boot] + t.view(-1, 1, 1) * eps[~boot]
+        pred = self.net(x_t, torch.stack([t, torch.zeros_like(t)], -1), cond[~boot])
+        out = x0.new_empty(b)
+        out[~boot] = ((pred - (eps[~boot] - x0[~boot])) ** 2).mean((1, 2))
         if n_boot == 0:
-            return flow
+            return out
         # self-consistency part: 2d ∈ {1, 1/2, ..., 2/max_steps}; t on the grid of 2d so both half steps stay in [0, 1]
-        d = 0.5 ** torch.randint(1, self.levels + 1, (n_boot,), device=x0.device).float()
-        t = 2 * d * torch.floor(torch.rand(n_boot, device=x0.device) / (2 * d) + 1).clamp(max=1 / (2 * d))
+        level, u = draws.at(lambda m: (torch.randint(1, self.levels + 1, (m,), device=device), torch.rand(m, device=device)), boot_at, n_boot)
+        if not bool(boot.any()):  # this rank holds no bootstrap row (the draws above keep the ranks' RNGs together)
+            return out
+        d = 0.5 ** level.float()
+        t = 2 * d * torch.floor(u / (2 * d) + 1).clamp(max=1 / (2 * d))
         tv = t.view(-1, 1, 1)
-        x_t = (1 - tv) * x0[:n_boot] + tv * eps[:n_boot]
-        c = cond[:n_boot]
+        x_t = (1 - tv) * x0[boot] + tv * eps[boot]
+        c = cond[boot]
         # the finest level's two steps use the flow velocity itself (d = 0), tying every level to flow matching
         d_query = torch.where(d <= 1.0 / 2**self.levels, torch.zeros_like(d), d)
         with torch.no_grad():
             s1 = self.net(x_t, torch.stack([t, d_query], -1), c)
             s2 = self.net(x_t - d.view(-1, 1, 1) * s1, torch.stack([t - d, d_query], -1), c)
             target = (s1 + s2) / 2
-        boot = ((self.net(x_t, torch.stack([t, 2 * d], -1), c) - target) ** 2).mean((1, 2))
-        return torch.cat([boot, flow])
+        out[boot] = ((self.net(x_t, torch.stack([t, 2 * d], -1), c) - target) ** 2).mean((1, 2))
+        return out
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         times = torch.stack([t, t - t_next]).expand(x.shape[0], 2)
@@ -277,8 +291,9 @@ class MeanFlow(RectifiedFlow):
         return u, (v - (t - r).view(-1, 1, 1) * du_dt).detach()
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        t, r = self.sample_time_pairs(x0.shape[0], x0.device)
-        eps = torch.randn_like(x0)
+        rows, total = draws.rows(x0.shape[0], x0.device)
+        t, r = draws.at(lambda m: self.sample_time_pairs(m, x0.device), rows, total)
+        eps = draws.randn(x0.shape[0], x0.shape[1:], x0.device, x0.dtype)
         z = (1 - t.view(-1, 1, 1)) * x0 + t.view(-1, 1, 1) * eps
         u, u_tgt = self.target(z, t, r, eps - x0, cond)
         error = ((u - u_tgt) ** 2).mean((1, 2))

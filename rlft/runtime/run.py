@@ -22,6 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from rlft.errors import ConfigError
 from rlft.io import atomic_write_text
 from rlft.runtime.checkpoint import Checkpoint, checkpoints, clean_checkpoints, load_checkpoint, save_checkpoint
+from rlft.runtime.distributed import World
+
+WORLD_SIZE = "world_size"  # the key of config.yaml that records the data-parallel process count
 
 
 class MetricsLogger:
@@ -62,30 +65,39 @@ def read_metrics(folder: str | Path) -> list[dict[str, float]]:
 
 
 class Run:
-    """A run folder: config, metrics, checkpoints. Create it with :meth:`Run.start`."""
+    """A run folder: config, metrics, checkpoints. Create it with :meth:`Run.start`.
 
-    def __init__(self, folder: Path, cfg: DictConfig, resume: bool, keep_checkpoints: int = 3):
+    ``world``: this process's data-parallel rank (:mod:`rlft.runtime.distributed`); only rank 0 writes.
+    """
+
+    def __init__(self, folder: Path, cfg: DictConfig, resume: bool, keep_checkpoints: int = 3, world: World = World()):
         self.folder = folder
         self.cfg = cfg
         self.resume = resume
         self.keep_checkpoints = keep_checkpoints
         self.ckpt_dir = folder / "checkpoints"
+        self.world = world
 
     @classmethod
-    def start(cls, cfg: DictConfig, resume: bool = False, may_change: tuple[str, ...] = ()) -> "Run":
+    def start(cls, cfg: DictConfig, resume: bool = False, may_change: tuple[str, ...] = (), world: World = World()) -> "Run":
         """Open ``<cfg.run.dir>/<cfg.run.name>``: new (refusing to overwrite) or resumed.
 
         A resumed run must have the saved config, except under the top-level keys in ``may_change``
         (settings of a stage that runs after everything the checkpoints hold, such as what
-        ``rlft collect`` records after training); the saved config.yaml is then updated.
+        ``rlft collect`` records after training); the saved config.yaml is then updated. config.yaml also
+        records the number of data-parallel processes (``world_size``), which a resume must keep. Every rank
+        checks; rank 0 writes.
         """
         folder = Path(cfg.run.dir) / cfg.run.name
         saved = folder / "config.yaml"
+        record = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) | {WORLD_SIZE: world.size}) if world.size > 1 else cfg
         if resume:
             if not saved.exists():
                 raise ConfigError(f"--resume: {folder} holds no run (no config.yaml); start it without --resume")
             old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
-            new = OmegaConf.to_container(cfg, resolve=True)
+            if old.get(WORLD_SIZE, 1) != world.size:
+                raise ConfigError(f"--resume: {folder} ran with {old.get(WORLD_SIZE, 1)} process(es), this start has {world.size}; resume with as many")
+            new = OmegaConf.to_container(record, resolve=True)
             diff = sorted(k for k in _diff_keys(old, new) if k.split(".")[0] not in may_change)
             if diff:
                 raise ConfigError(f"--resume: the config differs from the saved run at {', '.join(diff[:5])}; resume with the same overrides")
@@ -94,10 +106,13 @@ class Run:
         keep = int(cfg.run.get("keep_checkpoints", 3))
         if keep < 0:
             raise ConfigError(f"run.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got {keep}")
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(saved, OmegaConf.to_yaml(cfg, resolve=True))
-        run = cls(folder, cfg, resume, keep_checkpoints=keep)
-        clean_checkpoints(run.ckpt_dir)  # half-written checkpoints of a crashed earlier start
+        world.barrier()  # every rank has checked before rank 0 writes
+        run = cls(folder, cfg, resume, keep_checkpoints=keep, world=world)
+        if world.main:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(saved, OmegaConf.to_yaml(record, resolve=True))
+            clean_checkpoints(run.ckpt_dir)  # half-written checkpoints of a crashed earlier start
+        world.barrier()
         return run
 
     def open_metrics(self, resume_step: int | None = None) -> MetricsLogger:

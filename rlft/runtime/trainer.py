@@ -11,10 +11,11 @@ run to the next logging step, write a checkpoint there and raise :class:`StopReq
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -88,18 +89,24 @@ def fit(
     non-finite weight at a checkpoint, raises :class:`DivergedError`: no non-finite checkpoint is ever
     written, and the last good one stays resumable. With ``plot`` (panels of metric keys, see
     :func:`~rlft.runtime.plots.plot_metrics`), every checkpoint also rewrites ``learning_curve.png``.
-    Progress (:class:`~rlft.progress.Progress`) is reported at every logging step.
+    Progress (:class:`~rlft.progress.Progress`) is reported at every logging step. Under torchrun
+    (``run.world``), every rank steps and checks; only rank 0 logs, checkpoints and plots, and the update's
+    metrics should already be the ranks' mean (:meth:`~rlft.runtime.distributed.World.mean`).
     """
     if checkpoint_every % log_every:
         raise ValueError(f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every ({log_every}) for exact resume")
     start = 0
-    if run.resume:
-        ckpt = run.load_checkpoint(modules, optimizers, generators)
+    if run.resume:  # rank 0 first: it moves a damaged checkpoint aside before the others look
+        ckpt = run.load_checkpoint(modules, optimizers, generators) if run.world.main else None
+        run.world.barrier()
+        if not run.world.main:
+            ckpt = run.load_checkpoint(modules, optimizers, generators)
         start = ckpt.step if ckpt else 0
-    metrics = run.open_metrics(resume_step=start if run.resume else None)
+    world = run.world
+    metrics = run.open_metrics(resume_step=start if run.resume else None) if world.main else None
     window: dict[str, list[float]] = {}
     try:
-        with _stop_signals() as stop, Progress(total_steps, desc, initial=start) as progress:
+        with _stop_signals() as stop, _progress_stream(world.main) as stream, Progress(total_steps, desc, initial=start, stream=stream) as progress:
             for step in range(start + 1, total_steps + 1):
                 for k, v in update(step).items():
                     if not math.isfinite(float(v)) and any(word in k for word in WATCHED):
@@ -108,19 +115,33 @@ def fit(
                 progress.advance(1)
                 if step % log_every == 0 or step == total_steps:
                     means = {k: float(np.mean(v)) for k, v in window.items()}
-                    metrics.log(step, means)
+                    if metrics is not None:
+                        metrics.log(step, means)
                     progress.report(means)
                     window.clear()
-                stopping = stop["stop"] and step % log_every == 0 and step < total_steps
+                # every rank asks at the same steps: a stop request reaches the ranks at different moments
+                stopping = step % log_every == 0 and step < total_steps and world.any(stop["stop"])
                 if step % checkpoint_every == 0 or step == total_steps or stopping:
                     bad = _non_finite(modules)
                     if bad:
                         raise DivergedError(f"step {step}: {bad} holds a non-finite value; {_last_good(run)}")
-                    run.save_checkpoint(step, modules, optimizers, generators)
-                    if plot:
-                        plot_metrics(run.folder, plot, run.folder / LEARNING_CURVE)
+                    if world.main:
+                        run.save_checkpoint(step, modules, optimizers, generators)
+                        if plot:
+                            plot_metrics(run.folder, plot, run.folder / LEARNING_CURVE)
                 if stopping:
                     raise StopRequested(f"stopped at step {step} with a checkpoint there; continue with the same command and --resume")
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
     return total_steps
+
+
+@contextmanager
+def _progress_stream(main: bool) -> Iterator[TextIO | None]:
+    """Where progress goes: stderr for the writing rank, nowhere for the others."""
+    if main:
+        yield None
+        return
+    with open(os.devnull, "w") as devnull:
+        yield devnull

@@ -401,8 +401,8 @@ class CollectConfig(CommandConfig):
 
 @dataclass
 class SelectOverride:
-    """``rlft eval``'s Q selection of an offline run; null = the run's own. The run's loader checks the rule
-    and whether the run selects at all."""
+    """``rlft eval``'s and ``rlft export``'s Q selection of an offline run; null = the run's own. The run's
+    loader checks the rule and whether the run selects at all."""
 
     candidates: Optional[int] = MISSING
     rule: Optional[str] = MISSING
@@ -446,6 +446,7 @@ class ExportConfig(CommandConfig):
     force: bool = MISSING
     checkpoint: Optional[str] = MISSING
     weights: str = MISSING
+    select: SelectOverride = MISSING
     parity_batch: int = MISSING
     threads: int = MISSING
 

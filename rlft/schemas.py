@@ -401,8 +401,8 @@ class CollectConfig(CommandConfig):
 
 @dataclass
 class SelectOverride:
-    """``rlft eval``'s and ``rlft export``'s Q selection of an offline run; null = the run's own. The run's
-    loader checks the rule and whether the run selects at all."""
+    """The Q selection of an offline run that ``rlft eval``, ``rlft export`` and ``rlft bench latency`` use;
+    null = the run's own. The run's loader checks the rule and whether the run selects at all."""
 
     candidates: Optional[int] = MISSING
     rule: Optional[str] = MISSING
@@ -480,6 +480,7 @@ class BenchLatencyConfig(CommandConfig):
 
     run: Optional[str] = MISSING
     steps: Optional[int] = MISSING
+    select: SelectOverride = MISSING
     repeats: int = MISSING
     warmup: int = MISSING
     threads: int = MISSING

@@ -141,7 +141,7 @@ class QSelect(nn.Module):
             return spec
         if self.rule == "softmax":
             raise ConfigError(
-                f"select.rule=softmax draws the pick at random from softmax(Q), which no deterministic graph can; export with select.rule=max "
+                f"select.rule=softmax draws the pick at random from softmax(Q), which no deterministic graph can; use select.rule=max "
                 f"(the candidate of highest Q among {self.candidates}) or select.candidates=1 (the actor alone)"
             )
         chunk = Graph(lambda noise, obs: self.sample(obs, noise, steps), ("noise",))

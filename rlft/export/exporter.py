@@ -64,7 +64,9 @@ class GraphModule(nn.Module):
         return self.graph.fn(*tensors[:n], dict(zip(self.obs_keys, tensors[n:])))
 
 
-def random_inputs(policy: Policy, batch: int, generator: torch.Generator, noise_shape: tuple[int, ...] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def random_inputs(
+    policy: Policy, batch: int, generator: torch.Generator, noise_shape: tuple[int, ...] | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Noise [B, *noise_shape] (default: the policy's [H, A]) drawn as the policy draws it, and raw observations
     spread over the data's range (state keys: center + scale * N(0, 1) per the policy's normalizer; images: uniform uint8)."""
     noise = clipped_normal((batch, *(noise_shape or (policy.horizon, policy.action_dim))), policy.noise_clip, generator)
@@ -79,7 +81,7 @@ def random_inputs(policy: Policy, batch: int, generator: torch.Generator, noise_
     return noise, obs
 
 
-def _graph_inputs(spec: ExportSpec, graph: Graph, batch: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def graph_inputs(spec: ExportSpec, graph: Graph, batch: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Random inputs of one graph by name: its noise (as drawn at acting time), normalized base actions
     (uniform in [-1, 1]) and observations."""
     noise, obs = random_inputs(spec.policy, batch, generator, spec.noise_shape)
@@ -105,7 +107,7 @@ def parity(modules: Mapping[str, GraphModule], spec: ExportSpec, controller: Con
     generator = torch.Generator().manual_seed(seed)
     diff = 0.0
     for name, module in modules.items():
-        inputs = _graph_inputs(spec, module.graph, batch, generator)
+        inputs = graph_inputs(spec, module.graph, batch, generator)
         with torch.inference_mode():
             expected = module(*(inputs[k] for k in module.input_names)).numpy()
         obs = {k: inputs[k].numpy() for k in module.obs_keys}
@@ -160,12 +162,17 @@ def export_policy(
     }
     if spec.residual is not None:
         meta["residual"] = {"file": files["residual"], "inputs": modules["residual"].input_names, "output": spec.residual.output, "queue": spec.queue}
-    meta |= {"source": dict(source), "rlft_version": __version__, "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta |= {
+        "source": dict(source),
+        "rlft_version": __version__,
+        "torch_version": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
     def fill(tmp: Path) -> None:
         generator = torch.Generator().manual_seed(1)
         for name, module in modules.items():
-            example = _graph_inputs(spec, module.graph, 2, generator)
+            example = graph_inputs(spec, module.graph, 2, generator)
             _write_graph(module, fmt, tmp / files[name], tuple(example[k] for k in module.input_names))
         atomic_write_json(tmp / CONTROLLER_FILE, meta)
         diff = parity(modules, spec, Controller(tmp), batch=parity_batch)
@@ -243,11 +250,30 @@ def default_out(folder: Path, fmt: str, steps: int) -> Path:
     return base / f"{fmt}-{steps}steps"
 
 
+def load_exportable(run: str, steps: int | None, options: Any, checkpoint: str | None = None) -> tuple[Path, nn.Module, int]:
+    """(folder, what the run acts with, the step count K to export it at: ``steps`` or its own) for ``rlft
+    export`` and ``rlft bench latency``; ConfigError (one line) for a K or a Q selection that cannot be exported."""
+    from rlft.algos.registry import load_acting_policy
+    from rlft.errors import ConfigError
+    from rlft.runtime.checkpoint import resolve_policy
+
+    folder = resolve_policy(run)
+    acting = load_acting_policy(folder, Path(checkpoint) if checkpoint else None, options).eval()
+    steps = int(steps or acting.default_steps)
+    try:
+        acting.export_spec(steps)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a step count the head cannot sample with
+        raise ConfigError(f"steps={steps}: {e}") from None
+    return folder, acting, steps
+
+
 def export_run(cfg: Any) -> dict[str, Any]:
     """``rlft export``: what the run in ``cfg.run`` (run folder, policy folder or shipped name) acts with -> exported folder."""
-    from rlft.algos.registry import LoadOptions, load_acting_policy
+    from rlft.algos.registry import LoadOptions
     from rlft.errors import ConfigError
-    from rlft.runtime.checkpoint import read_spec, resolve_policy
+    from rlft.runtime.checkpoint import read_spec
 
     if not cfg.run:
         raise ConfigError("export needs the policy: rlft export run=runs/<name> (or a shipped policy's name) format=onnx steps=<K>")
@@ -255,17 +281,10 @@ def export_run(cfg: Any) -> dict[str, Any]:
         raise ConfigError(f"format={cfg.format}: choose one of: {', '.join(FORMATS)}")
     if cfg.weights not in ("auto", "ema", "policy"):
         raise ConfigError(f"weights={cfg.weights}: choose auto, ema or policy")
-    folder = resolve_policy(cfg.run)
-    spec_meta = read_spec(folder).get("meta", {})
-    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else None
-    acting = load_acting_policy(folder, checkpoint, LoadOptions(cfg.weights, cfg.select.candidates, cfg.select.rule))
-    steps = int(cfg.steps or acting.default_steps)
-    try:
-        acting.export_spec(steps)
-    except ValueError as e:
-        raise ConfigError(f"steps={steps}: {e}") from None
+    folder, acting, steps = load_exportable(cfg.run, cfg.steps, LoadOptions(cfg.weights, cfg.select.candidates, cfg.select.rule), cfg.checkpoint)
     out = Path(cfg.out) if cfg.out else default_out(folder, cfg.format, steps)
     refuse_overwrite(out, cfg.force, "force=true")
+    spec_meta = read_spec(folder).get("meta", {})
     source = {"run": str(folder), "name": folder.name, "env": spec_meta.get("env"), "weights": cfg.weights, "checkpoint": cfg.checkpoint, "meta": spec_meta}
     meta = export_policy(acting, out, cfg.format, steps, source, control_dt=control_dt(spec_meta.get("env")), parity_batch=cfg.parity_batch)
     result = {"out": str(out), "format": cfg.format, "kind": meta["kind"], "steps": steps, "parity_max_abs_diff": meta["parity"]["max_abs_diff"]}

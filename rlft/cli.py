@@ -333,6 +333,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if isinstance(policy, QSelect):  # an offline run's Q selection
         result["select"] = {"candidates": policy.candidates, "rule": policy.rule}
+    elif isinstance(policy, ExportedPolicy) and "select" in policy.controller.meta:  # exported with it
+        result["select"] = policy.controller.meta["select"]
     if args.json:
         print(json.dumps(result))
     else:

@@ -401,8 +401,8 @@ class CollectConfig(CommandConfig):
 
 @dataclass
 class SelectOverride:
-    """``rlft eval``'s Q selection of an offline run; null = the run's own. The run's loader checks the rule
-    and whether the run selects at all."""
+    """The Q selection of an offline run that ``rlft eval``, ``rlft export`` and ``rlft bench latency`` use;
+    null = the run's own. The run's loader checks the rule and whether the run selects at all."""
 
     candidates: Optional[int] = MISSING
     rule: Optional[str] = MISSING
@@ -446,6 +446,7 @@ class ExportConfig(CommandConfig):
     force: bool = MISSING
     checkpoint: Optional[str] = MISSING
     weights: str = MISSING
+    select: SelectOverride = MISSING
     parity_batch: int = MISSING
     threads: int = MISSING
 
@@ -479,6 +480,7 @@ class BenchLatencyConfig(CommandConfig):
 
     run: Optional[str] = MISSING
     steps: Optional[int] = MISSING
+    select: SelectOverride = MISSING
     repeats: int = MISSING
     warmup: int = MISSING
     threads: int = MISSING

@@ -1,4 +1,5 @@
-"""DSRL and DSRL-NA: the SB3 adapter executes the base policy exactly, the bound holds, both learn on the toy task."""
+"""DSRL and DSRL-NA: the SB3 adapter executes the base policy exactly, the bound holds, both learn on the toy task and
+act the same exported."""
 
 import json
 
@@ -120,8 +121,21 @@ def test_dsrl_raises_the_return_on_the_toy_task(toy, algo, capsys):
         assert torch.equal(p, q), name
     # rlft eval of the run evaluates the steered policy
     capsys.readouterr()
-    assert main(["eval", f"run={run}", "n_episodes=32", "n_envs=32", "seed=5", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["return_mean"] == pytest.approx(after)
+    common = ["n_episodes=32", "n_envs=32", "seed=5", "--json"]
+    assert main(["eval", f"run={run}", *common]) == 0
+    torch_result = json.loads(capsys.readouterr().out)
+    assert torch_result["return_mean"] == pytest.approx(after)
+    # and its export (noise actor + frozen base in one graph) acts the same
+    fmt = "onnx" if algo == "dsrl" else "torchscript"
+    assert main(["export", f"run={run}", f"format={fmt}", f"out={run / 'exported'}"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["kind"] == "steered" and line["steps"] == steered.default_steps and line["parity_max_abs_diff"] <= 1e-4
+    assert main(["eval", f"run={run / 'exported'}", *common]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["length_mean"] == torch_result["length_mean"] and exported["return_mean"] == pytest.approx(after, rel=1e-4)
+    if algo == "dsrl":  # bench latency times the same graph
+        assert main(["bench", "latency", f"run={run}", "repeats=5", "warmup=1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["steps"] == steered.default_steps
 
 
 def test_dsrl_resumes_from_its_checkpoint(toy, monkeypatch):

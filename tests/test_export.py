@@ -1,4 +1,5 @@
-"""Export: parity of every policy kind, the controller's queue and ensembling, a torch-free robot process, the CLI."""
+"""Export: parity of every policy kind and every acting kind (Q selection, DSRL, ResiP), the controller's queues and
+ensembling, a torch-free robot process, the CLI."""
 
 import json
 import subprocess
@@ -71,6 +72,101 @@ def test_parity_every_policy_kind(kind, fmt, tmp_path):
     assert got.shape == (5, 4, 2) and np.abs(got - expected).max() <= 1e-4
 
 
+def acting_kind(kind):
+    """A small acting policy of ``kind`` over the small flow policy, with weights that matter (nothing is zero)."""
+    from omegaconf import DictConfig
+
+    from rlft.algos.critics import TwinQ
+    from rlft.algos.dsrl import SteeredPolicy, build_sac_policy
+    from rlft.algos.dsrl_na import NoiseActor
+    from rlft.algos.fisor import FeasibleSelect
+    from rlft.algos.offline import QSelect
+    from rlft.algos.onpolicy.residual import ResidualProvider
+
+    policy = small_policy("flow", steps=2)
+    state_dim, noise_dim = policy.obs_horizon * 3, policy.horizon * policy.action_dim
+    if kind == "dsrl":
+        sac = build_sac_policy(state_dim, noise_dim, DictConfig({"layer_norm": True, "hidden": 16, "depth": 2, "lr": 1e-3, "log_std_init": -1.0}))
+        return SteeredPolicy(policy, sac.actor, bound=1.5, steps=None).eval()
+    if kind == "dsrl_na":
+        return SteeredPolicy(policy, NoiseActor(state_dim, noise_dim, 16, 2, True, 0.0), bound=1.5, steps=None).eval()
+    if kind in ("q_select", "fisor"):
+        critic = TwinQ(policy.encoder.out_dim, noise_dim, 16, 2)
+        return (QSelect(policy, critic, 6, "max") if kind == "q_select" else FeasibleSelect(policy, critic, 6)).eval()
+    acting = ResidualProvider(policy, None, hidden=16, depth=2, log_std=-1.0, scale=0.5).eval_policy()
+    torch.nn.init.normal_(acting.residual.mean[-1].weight, std=0.5)  # the zero-initialised output, trained
+    return acting.eval()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("kind", ["dsrl", "dsrl_na", "q_select", "fisor", "resip"])
+def test_parity_every_acting_kind(kind, fmt, tmp_path):
+    """The exported graphs do what the acting policy does, on a batch size that neither the trace nor the parity check used."""
+    acting = acting_kind(kind)
+    meta = export_policy(acting, tmp_path / "out", fmt, 2, {"name": kind})
+    assert meta["parity"]["max_abs_diff"] <= 1e-4
+    controller = Controller(tmp_path / "out")
+    policy = small_policy("flow", steps=2)
+    noise, obs = random_inputs(policy, 5, torch.Generator().manual_seed(7))
+    obs_np = {k: v.numpy() for k, v in obs.items()}
+    with torch.no_grad():
+        if kind.startswith("dsrl"):  # the actor's mean noise and the base, observations in
+            assert meta["kind"] == "steered" and meta["noise"] is None and meta["inputs"] == ["obs"]
+            expected = acting.sample(obs["obs"])
+            assert np.abs(controller.predict(obs_np) - expected.numpy()).max() <= 1e-4
+            assert not torch.allclose(expected, policy.sample(obs, noise=torch.zeros(5, 4, 2), steps=2), atol=1e-3)  # the actor's noise is not zero
+        elif kind in ("q_select", "fisor"):  # six candidates, one kept per observation
+            assert meta["kind"] == "q_select" and meta["noise"]["shape"] == [6, 4, 2] and meta["select"]["candidates"] == 6
+            many = torch.Generator().manual_seed(8)
+            noise = torch.randn(5, 6, 4, 2, generator=many)
+            expected = acting.sample(obs, noise=noise, steps=2)
+            assert np.abs(controller.predict(obs_np, noise.numpy()) - expected.numpy()).max() <= 1e-4
+            candidates = torch.stack([policy.sample(obs, noise=noise[:, i], steps=2) for i in range(6)], 1)
+            picked = (candidates - expected[:, None]).abs().amax((2, 3)).argmin(1)
+            assert len(set(picked.tolist())) > 1  # not always the same candidate
+        else:  # ResiP: the base's plan for the queue, then every step's residual
+            assert meta["kind"] == "residual" and meta["action"] == {"horizon": 1, "act_steps": 1, "dim": 2} and meta["residual"]["queue"] == 2
+            base_action = acting.queue.plan(obs, noise, steps=2)
+            assert np.abs(controller.plan(obs_np, noise.numpy()) - base_action.numpy()).max() <= 1e-4
+            expected = acting.correct(obs, base_action[:, 0])
+            assert np.abs(controller.correct(obs_np, base_action[:, 0].numpy()) - expected.numpy()).max() <= 1e-4
+            assert not torch.allclose(expected[:, 0], policy.to_actions(base_action[:, 0]), atol=1e-3)  # the residual matters
+            with pytest.raises(ValueError, match="keeps a queue of base actions"):
+                controller.predict(obs_np)
+            with pytest.raises(ValueError, match="temporal ensembling does not apply"):
+                Controller(tmp_path / "out", ensemble=0.0)
+
+
+def test_exported_resip_keeps_the_queue_of_the_pytorch_policy(tmp_path):
+    """ExportedPolicy (what `rlft eval` runs) against ResidualPolicy step by step, sub-envs ending episodes at different
+    steps (so some replan mid-queue), the same generator seeds; and the single-robot controller's queue."""
+    from rlft.export.exporter import ExportedPolicy
+
+    acting = acting_kind("resip")
+    export_policy(acting, tmp_path / "out", "onnx", 2, {})
+    exported = ExportedPolicy(tmp_path / "out")
+    g_torch, g_export = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    rng = np.random.default_rng(0)
+    for policy in (acting, exported):
+        policy.end_episodes(torch.ones(4, dtype=torch.bool))
+    for _ in range(7):
+        _, obs = random_inputs(small_policy("flow", steps=2), 4, torch.Generator().manual_seed(int(rng.integers(1000))))
+        expected, got = acting.sample(obs["obs"], generator=g_torch), exported.sample(obs["obs"], generator=g_export)
+        assert got.shape == (4, 1, 2) and torch.allclose(got, expected, atol=1e-4)
+        done = torch.from_numpy(rng.random(4) < 0.3)
+        acting.end_episodes(done)
+        exported.end_episodes(done)
+
+    controller = Controller(tmp_path / "out")
+    controller._run = planner = ChunkCounter(2, 2)  # plan c: base actions 10c, 10c + 1
+    controller._run_residual = lambda feeds: feeds["base_action"][:, None] + 0.5
+    actions = [controller.act(np.full(3, t, np.float32))[0] for t in range(5)]
+    assert actions == [0.5, 1.5, 10.5, 11.5, 20.5]  # a plan every queue = 2 steps, the residual on every step
+    assert [call["obs"][0, -1, 0] for call in planner.calls] == [0, 2, 4]
+    controller.reset()
+    assert controller.act(np.zeros(3, np.float32))[0] == 30.5  # a new episode plans first
+
+
 def test_diffusion_graph_is_ddim_eta0_not_the_default_ddpm(tmp_path):
     policy = small_policy("diffusion", steps=10, eta=1.0)
     export_policy(policy, tmp_path / "out", "torchscript", 5, {})
@@ -87,7 +183,7 @@ def test_parity_failure_is_loud_and_writes_nothing(tmp_path, monkeypatch):
     write = exporter._write_graph
 
     def write_perturbed(graph, fmt, path, example):  # the exported weights differ from the policy's
-        weight = next(graph.policy.head.net.parameters())
+        weight = next(graph.owner.head.net.parameters())
         with torch.no_grad():
             weight.add_(0.05)
             write(graph, fmt, path, example)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import one_error_line
 from rlft.algos import offline
 from rlft.algos.critics import TwinQ, expectile_loss
 from rlft.cli import main
@@ -217,6 +218,17 @@ def test_eval_changes_q_selection_of_offline_runs_only(tmp_path, capsys):
         assert main(["eval", f"run={run}", "n_episodes=1", *bad]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+    # rlft export: the candidates and the argmax pick in one graph; the run's softmax pick is random, so refused
+    assert main(["export", f"run={run}", f"out={tmp_path / 'x'}"]) == 2
+    assert one_error_line(capsys).startswith("rlft: error: select.rule=softmax draws the pick at random") and not (tmp_path / "x").exists()
+    assert main(["export", f"run={run}", "select.rule=max", f"out={tmp_path / 'x'}"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "q_select"
+    common = ["n_episodes=2", "seed=3", "--json"]
+    assert main(["eval", f"run={tmp_path / 'x'}", *common]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert main(["eval", f"run={run}", "select.rule=max", *common]) == 0
+    selected = json.loads(capsys.readouterr().out)
+    assert exported["length_mean"] == selected["length_mean"] and exported["return_mean"] == pytest.approx(selected["return_mean"], rel=1e-4)
     bc = ["algo=ofql", *TINY, "algo.eta=0", "algo.select.candidates=1", "train.steps=20", "eval.episodes=0"]
     assert main(["offline", *bc, f"run.dir={tmp_path}", "run.name=bc"]) == 0
     assert main(["eval", f"run={tmp_path / 'bc'}", "n_episodes=1", "select.candidates=8"]) == 2

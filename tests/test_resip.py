@@ -1,5 +1,5 @@
 """ResiP: a zero residual executes the base exactly (through the chunk queue), PPO on the residual learns the
-toy task, `rlft eval` runs the combined policy, `rlft export` refuses it, and resume is exact."""
+toy task, `rlft eval` runs the combined policy, its export acts the same, and resume is exact."""
 
 import json
 import shutil
@@ -116,7 +116,7 @@ def test_resip_raises_the_return(toy):
     assert ret_after > ret_before + 6, f"{ret_before:.1f} -> {ret_after:.1f}"  # measured: -20.7 -> -8.2
 
 
-def test_eval_runs_the_combined_policy_and_export_refuses_it(toy, capsys):
+def test_eval_runs_the_combined_policy_and_its_export_acts_the_same(toy, capsys):
     run = toy / "ft-resip"
     assert main(["eval", f"run={run}", "n_episodes=8", "n_envs=8", "seed=5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -127,8 +127,21 @@ def test_eval_runs_the_combined_policy_and_export_refuses_it(toy, capsys):
     # the run folder carries everything: the base's weights are the run's `policy`, the residual the provider's
     saved, pretrained = load_policy(run).state_dict(), load_policy(toy / "pre-flow_mlp").state_dict()
     assert saved.keys() == pretrained.keys() and all(torch.equal(saved[k], pretrained[k]) for k in saved)
-    assert main(["export", f"run={run}", "format=onnx"]) != 0
-    assert "steers a frozen base policy" in capsys.readouterr().err
+    # exported (the base's plan + the residual, the queue in the controller), `rlft eval` of the folder gives the same episodes
+    common = ["n_episodes=12", "n_envs=5", "seed=5", "--json"]  # 5 sub-envs: episodes end at different steps, mid-queue
+    assert main(["eval", f"run={run}", *common]) == 0
+    torch_result = json.loads(capsys.readouterr().out)
+    for fmt, ext in (("onnx", "onnx"), ("torchscript", "ts")):
+        assert main(["export", f"run={run}", f"format={fmt}", f"out={run / fmt}"]) == 0
+        line = json.loads(capsys.readouterr().out)
+        assert line["kind"] == "residual" and line["steps"] == STEPS and line["parity_max_abs_diff"] <= 1e-4
+        assert sorted(p.name for p in (run / fmt).iterdir()) == ["controller.json", f"policy.{ext}", f"residual.{ext}"]
+        assert main(["eval", f"run={run / fmt}", *common]) == 0
+        exported = json.loads(capsys.readouterr().out)
+        assert exported["steps"] == STEPS and exported["length_mean"] == torch_result["length_mean"]
+        assert exported["return_mean"] == pytest.approx(torch_result["return_mean"], rel=1e-4)
+    assert main(["bench", "latency", f"run={run}"]) == 2  # one chunk per call does not describe a per-step controller
+    assert "is a resip run" in capsys.readouterr().err
 
 
 def test_resip_resume_reproduces_the_uninterrupted_run(toy):

@@ -18,6 +18,7 @@ to the bound) fill the replay buffer.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +36,7 @@ from rlft.algos.sb3_sac import SB3SACState
 from rlft.envs import make
 from rlft.envs.wrappers import ActionChunk, ObsHistory
 from rlft.errors import CheckpointError, ConfigError
-from rlft.policies.acting import OverFrozenBase
+from rlft.policies.acting import ExportSpec, Graph, OverFrozenBase
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import load_weights, policy_from_spec, read_spec, run_checkpoint
 from rlft.runtime.run import Run
@@ -158,8 +159,8 @@ class SteeredPolicy(OverFrozenBase):
         self.act_steps, self.horizon = base.act_steps, base.horizon
 
     @torch.no_grad()
-    def noise(self, obs: torch.Tensor, stochastic: bool = False) -> torch.Tensor:
-        """obs [N, T, D] -> initial noise [N, H, A]."""
+    def noise(self, obs: torch.Tensor | dict[str, torch.Tensor], stochastic: bool = False) -> torch.Tensor:
+        """obs [N, T, D] (or its one-key dict) -> initial noise [N, H, A]."""
         squashed = self.actor(self.base.normalized_state(obs), deterministic=not stochastic)
         return (self.bound * squashed).view(-1, self.base.horizon, self.base.action_dim)
 
@@ -168,6 +169,12 @@ class SteeredPolicy(OverFrozenBase):
         """Raw action chunk [N, H, A]; ``stochastic`` samples the actor's noise instead of its mean
         (from torch's global RNG: ``generator`` is accepted for :func:`evaluate`'s call and not used)."""
         return self.base.sample(obs, noise=self.noise(obs, stochastic), steps=steps or self.steps)
+
+    def export_spec(self, steps: int) -> ExportSpec:
+        """The actor's mean noise and the base's sampler in one graph: ``obs -> raw action chunk``, no noise input."""
+        spec = self.base.export_spec(steps)
+        chunk = Graph(lambda obs: self.sample(obs, steps=steps), ())
+        return replace(spec, kind="steered", chunk=chunk, noise_shape=None, meta={"steered": {"bound": self.bound}})
 
 
 # ---- SAC over the noise (stable-baselines3) ---------------------------------------------------------

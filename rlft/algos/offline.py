@@ -18,6 +18,7 @@ used to pick weights: the result is the final EMA actor.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,6 +33,7 @@ from rlft.algos.registry import LoadOptions
 from rlft.datasets.store import EpisodeStore
 from rlft.datasets.transitions import TransitionSampler
 from rlft.errors import CheckpointError, ConfigError
+from rlft.policies.acting import ExportSpec, Graph
 from rlft.policies.ema import EMA
 from rlft.policies.policy import Obs, Policy, policy_from_store
 from rlft.runtime.checkpoint import load_policy, load_weights, read_spec, run_checkpoint, write_spec
@@ -118,17 +120,33 @@ class QSelect(nn.Module):
     def sample(
         self, obs: Obs, noise: torch.Tensor | None = None, steps: int | None = None, stochastic: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Raw action chunks [B, H, A], one per observation."""
+        """Raw action chunks [B, H, A], one per observation; ``noise`` [B, candidates, H, A]: each candidate's
+        initial noise (drawn where None)."""
         if self.candidates == 1:
-            return self.actor.sample(obs, noise, steps, stochastic, generator)
+            return self.actor.sample(obs, None if noise is None else noise[:, 0], steps, stochastic, generator)
         many = _repeat(obs, self.candidates)
-        chunks = self.actor.sample(many, None if noise is None else noise.repeat_interleave(self.candidates, 0), steps, stochastic, generator)
+        chunks = self.actor.sample(many, None if noise is None else noise.flatten(0, 1), steps, stochastic, generator)
         q = self.score(self.actor.encode(many), self.actor.action_norm(chunks)).view(-1, self.candidates)
         if self.rule == "softmax":
             pick = torch.multinomial(torch.softmax(q, 1), 1, generator=generator).squeeze(1)
         else:  # max (and subclasses' own argmax rules)
             pick = q.argmax(1)
         return chunks.view(q.shape[0], self.candidates, *chunks.shape[1:])[torch.arange(q.shape[0]), pick]
+
+    def export_spec(self, steps: int) -> ExportSpec:
+        """The candidates and the pick in one graph: ``(noise [B, candidates, H, A], obs) -> the chunk of
+        highest score``; a softmax pick is random given the noise, so it is refused (ConfigError)."""
+        spec = self.actor.export_spec(steps)
+        if self.candidates == 1:
+            return spec
+        if self.rule == "softmax":
+            raise ConfigError(
+                f"select.rule=softmax draws the pick at random from softmax(Q), which no deterministic graph can; use select.rule=max "
+                f"(the candidate of highest Q among {self.candidates}) or select.candidates=1 (the actor alone)"
+            )
+        chunk = Graph(lambda noise, obs: self.sample(obs, noise, steps), ("noise",))
+        meta = {"select": {"candidates": self.candidates, "rule": self.rule}}
+        return replace(spec, kind="q_select", chunk=chunk, noise_shape=(self.candidates, self.actor.horizon, self.actor.action_dim), meta=meta)
 
 
 def actor_action(policy: Policy, obs: Obs) -> torch.Tensor:

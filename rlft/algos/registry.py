@@ -54,8 +54,6 @@ class AlgoSpec:
       :class:`LoadOptions`; returns an :class:`~rlft.policies.acting.ActingPolicy`;
     * ``heads``: head types of the policies it trains or fine-tunes;
     * ``provider``: for the chain-PPO engine, ``"module:function(algo_config, base) -> provider"``;
-    * ``steers``: it keeps a frozen base and acts through another network (DSRL, ResiP): the run's
-      ``policy`` weights are the base's, so exporting them alone would drop what was learned;
     * ``check``: ``"module:function(cfg)"`` that refuses what cannot run (missing data, an unsuitable
       base) before a run folder is written; default: the one of its kind (:data:`KIND_CHECKS`).
     """
@@ -68,7 +66,6 @@ class AlgoSpec:
     summary: str
     heads: tuple[str, ...] = ANY_HEAD
     provider: str | None = None
-    steers: bool = False
     check: str | None = None
 
     def checker(self) -> Callable[[Any], None]:
@@ -113,7 +110,6 @@ ALGOS: dict[str, AlgoSpec] = {
             "rlft.algos.onpolicy.residual:load_residual_policy",
             "PPO on a Gaussian residual over a frozen base",
             provider="rlft.algos.onpolicy.residual:build_residual",
-            steers=True,
         ),
         AlgoSpec(
             "dsrl",
@@ -122,7 +118,6 @@ ALGOS: dict[str, AlgoSpec] = {
             LATENT_SAC,
             "rlft.algos.dsrl:load_steered_policy",
             "SAC over a frozen base's initial noise (SB3)",
-            steers=True,
         ),
         AlgoSpec(
             "dsrl_na",
@@ -131,7 +126,6 @@ ALGOS: dict[str, AlgoSpec] = {
             LATENT_SAC,
             "rlft.algos.dsrl:load_steered_policy",
             "DSRL with an action critic distilled into a noise critic",
-            steers=True,
         ),
         AlgoSpec(
             "dql",

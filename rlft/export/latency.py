@@ -1,12 +1,14 @@
 """``rlft bench latency``: per-chunk latency of a policy at batch 1 in PyTorch eager, TorchScript and ONNX Runtime.
 
-The policy is exported to both formats in a temporary folder (with the parity check), then the three
-runtimes are timed in turn in ``BLOCKS`` blocks of consecutive calls each (so a change of machine load
+What the run acts with is exported to both formats in a temporary folder (with the parity check), then the
+three runtimes are timed in turn in ``BLOCKS`` blocks of consecutive calls each (so a change of machine load
 hits all of them alike, while each block runs with its own weights in the cache, as a robot's
 controller does; ``cfg.warmup`` untimed calls start every block). Each call maps one observation and one
-noise draw to one raw action chunk with K steps:
+noise draw (none for DSRL) to one raw action chunk with K steps; ResiP runs, which act per step on a
+queue, are refused:
 
-* ``torch``: ``policy.sample(obs, noise=noise, steps=K)`` under ``torch.inference_mode`` (tensors in);
+* ``torch``: the exported forward in PyTorch (a policy's ``policy.sample(obs, noise=noise, steps=K)``;
+  an offline run's candidates and pick; DSRL's actor and base) under ``torch.inference_mode`` (tensors in);
 * ``torchscript`` and ``onnxruntime``: :meth:`Controller.predict` (numpy in and out, what a robot calls),
   onnxruntime with the session options of :func:`rlft.export.controller.onnx_session_options`.
 """
@@ -24,10 +26,10 @@ import onnxruntime as ort
 import torch
 from omegaconf import DictConfig
 
+from rlft.algos.registry import LoadOptions
 from rlft.errors import ConfigError
 from rlft.export.controller import Controller
-from rlft.export.exporter import export_policy, random_inputs
-from rlft.runtime.checkpoint import load_policy, resolve_policy
+from rlft.export.exporter import GraphModule, export_policy, graph_inputs, load_exportable
 
 RUNTIMES = ("torch", "torchscript", "onnxruntime")
 BLOCKS = 10
@@ -45,22 +47,24 @@ def bench_latency(cfg: DictConfig) -> dict[str, Any]:
     if cfg.repeats < 1 or cfg.warmup < 0:
         raise ConfigError(f"repeats must be >= 1 and warmup >= 0, got repeats={cfg.repeats}, warmup={cfg.warmup}")
     load_before = os.getloadavg()[0]
-    folder = resolve_policy(cfg.run)
-    policy = load_policy(folder).eval()
-    steps = int(cfg.steps or policy.head.steps)
-    try:
-        policy.head.time_grid(steps)
-    except ValueError as e:
-        raise ConfigError(f"steps={steps}: {e}") from None
-    noise, obs = random_inputs(policy, 1, torch.Generator().manual_seed(cfg.seed))
-    noise_np, obs_np = noise.numpy(), {k: v.numpy() for k, v in obs.items()}
+    folder, acting, steps = load_exportable(cfg.run, cfg.steps, LoadOptions(select_candidates=cfg.select.candidates, select_rule=cfg.select.rule))
+    spec = acting.export_spec(steps)
+    if spec.residual is not None:
+        raise ConfigError(
+            f"{folder} is a resip run: its controller plans base actions every {spec.queue} steps and runs the residual every step; "
+            "bench latency times one chunk per call"
+        )
+    module = GraphModule(acting, spec.chunk, sorted(spec.policy.obs_shapes))
+    inputs = graph_inputs(spec, spec.chunk, 1, torch.Generator().manual_seed(cfg.seed))
+    args = tuple(inputs[k] for k in module.input_names)
+    obs_np, noise_np = {k: inputs[k].numpy() for k in module.obs_keys}, inputs["noise"].numpy() if spec.noise_shape else None
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         controllers = {}
         for fmt, runtime in (("torchscript", "torchscript"), ("onnx", "onnxruntime")):
-            export_policy(policy, Path(tmp) / fmt, fmt, steps, {"run": str(folder)})
+            export_policy(acting, Path(tmp) / fmt, fmt, steps, {"run": str(folder)})
             controllers[runtime] = Controller(Path(tmp) / fmt, threads=cfg.threads)
         calls: dict[str, Callable[[], Any]] = {
-            "torch": lambda: policy.sample(obs, noise=noise, steps=steps),
+            "torch": lambda: module(*args),
             "torchscript": lambda: controllers["torchscript"].predict(obs_np, noise_np),
             "onnxruntime": lambda: controllers["onnxruntime"].predict(obs_np, noise_np),
         }

@@ -4,11 +4,14 @@ Everything that acts in an env implements :class:`ActingPolicy`: the generative 
 an offline run's Q selection, DSRL's steered policy, ResiP's base + residual, an exported controller and the
 SAC experts that record demonstrations. Observations are raw ``{key: [B, T, ...]}`` dicts or, for a single
 state key, a tensor [B, T, D]; actions are raw chunks [B, H, A], of which the first ``act_steps`` are executed.
+
+Those that can be deployed also say what ``rlft export`` writes of them: ``export_spec(steps)`` -> :class:`ExportSpec`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -49,6 +52,43 @@ class ActingPolicy(Protocol):
     def end_episodes(self, done: torch.Tensor) -> None:
         """``done`` [B] bool: those episodes ended (after a step, or all True after a reset); for policies with memory."""
         ...
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A traceable, deterministic forward of an acting policy: ``fn(*inputs, obs)``, with the tensors named
+    by ``inputs`` (batch first) and the raw observation dict ``obs``, returns ``output`` (batch first)."""
+
+    fn: Callable[..., torch.Tensor]
+    inputs: tuple[str, ...]
+    output: str = "action"
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What ``rlft export`` writes of an acting policy (:mod:`rlft.export.exporter` traces the graphs).
+
+    * ``kind``: ``policy``, ``q_select``, ``steered`` or ``residual`` (recorded in ``controller.json``);
+    * ``policy``: the generative :class:`~rlft.policies.policy.Policy` inside (observation shapes and
+      normalizers, the sampler, the noise clip);
+    * ``chunk``: ``(noise [B, *noise_shape], obs) -> raw action chunk [B, horizon, A]``, with no noise input
+      where ``noise_shape`` is None (DSRL's actor chooses it); with a ``residual``, the base's normalized
+      actions [B, queue, A] for the controller's queue instead;
+    * ``residual``: ResiP's step ``(base_action [B, A], obs) -> raw action [B, 1, A]``, run every step on the
+      next queued base action (``queue`` of them per chunk);
+    * ``horizon``, ``act_steps``: the chunks the controller returns and how many of each it executes;
+    * ``meta``: what else ``controller.json`` records of it (the Q selection, DSRL's bound, ResiP's scale).
+    """
+
+    kind: str
+    policy: "Policy"
+    chunk: Graph
+    noise_shape: tuple[int, ...] | None
+    horizon: int
+    act_steps: int
+    residual: Graph | None = None
+    queue: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class OverFrozenBase(nn.Module):

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from rlft.policies.acting import ExportSpec, Graph
 from rlft.policies.backbones import BACKBONES
 from rlft.policies.chain import Chain, ChainNoise, StdFloor, gaussian_log_prob
 from rlft.policies.encoders import build_encoder, is_image_shape
@@ -111,11 +112,11 @@ class Policy(nn.Module):
             out[key] = x
         return out
 
-    def normalized_state(self, obs: torch.Tensor) -> torch.Tensor:
-        """A state policy's raw observation history [N, T, D] -> normalized and flattened [N, T * D]
-        (the input of the critics, residuals and noise actors built on top of it)."""
+    def normalized_state(self, obs: Obs) -> torch.Tensor:
+        """A state policy's raw observation history [N, T, D] (or its one-key dict) -> normalized and flattened
+        [N, T * D] (the input of the critics, residuals and noise actors built on top of it)."""
         key = next(iter(self.obs_norm))
-        return self.obs_norm[key](obs.to(self.action_norm.center.device, torch.float32)).flatten(1)
+        return self.obs_norm[key](self._as_dict(obs)[key].to(self.action_norm.center.device, torch.float32)).flatten(1)
 
     def encode(self, obs: Obs) -> torch.Tensor:
         """Raw observations -> condition [B, C] (normalizes state keys, encodes images)."""
@@ -186,6 +187,13 @@ class Policy(nn.Module):
 
     def end_episodes(self, done: torch.Tensor) -> None:
         """A policy keeps no memory across chunks."""
+
+    def export_spec(self, steps: int) -> ExportSpec:
+        """What ``rlft export`` writes: ``sample(obs, noise, steps)``, the deterministic sampler at ``steps``
+        (ValueError for a step count the head cannot sample with)."""
+        self.head.time_grid(steps)
+        chunk = Graph(lambda noise, obs: self.sample(obs, noise=noise, steps=steps), ("noise",))
+        return ExportSpec("policy", self, chunk, (self.horizon, self.action_dim), self.horizon, self.act_steps)
 
     @torch.no_grad()
     def act(self, obs: Obs, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ policies, which ResiP's clip 0.2 and KL stop 0.1 assume), not averaged like the 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,7 +28,7 @@ from torch import nn
 
 from rlft.algos.registry import LoadOptions
 from rlft.errors import ConfigError
-from rlft.policies.acting import OverFrozenBase
+from rlft.policies.acting import ExportSpec, Graph, Obs, OverFrozenBase
 from rlft.policies.chain import gaussian_log_prob
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import load_policy, load_weights, read_spec, run_checkpoint
@@ -86,6 +87,11 @@ class BaseQueue:
             self.pos = torch.full((n,), base.act_steps, dtype=torch.long)
         self.pos[done.cpu()] = base.act_steps
 
+    def plan(self, obs: Obs, noise: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """obs [k, T, D] and initial noise [k, H, A] -> the queue's next base actions [k, act_steps, A], normalized."""
+        x = self.base.sample_normalized(obs, noise, steps or self.steps)[:, : self.base.act_steps]
+        return x.clamp(-1, 1) if self.base.clip_action else x
+
     @torch.no_grad()
     def next(self, obs: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """obs [N, T, D] -> normalized base actions [N, A] for this env step."""
@@ -94,8 +100,8 @@ class BaseQueue:
             self.end_episodes(torch.ones(n, dtype=torch.bool))
         replan = (self.pos >= base.act_steps).nonzero().flatten()
         if len(replan):
-            x = base.sample_normalized(obs[replan.to(obs.device)], base.initial_noise(len(replan), generator), steps or self.steps)[:, : base.act_steps]
-            self.chunk[replan.to(x.device)] = x.clamp(-1, 1) if base.clip_action else x
+            x = self.plan(obs[replan.to(obs.device)], base.initial_noise(len(replan), generator), steps)
+            self.chunk[replan.to(x.device)] = x
             self.pos[replan] = 0
         out = self.chunk[torch.arange(n, device=self.chunk.device), self.pos.to(self.chunk.device)]
         self.pos += 1
@@ -181,11 +187,26 @@ class ResidualPolicy(OverFrozenBase):
     def sample(self, obs: torch.Tensor, steps: int | None = None, stochastic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """obs [N, T, D] -> raw actions [N, 1, A]."""
         base_action = self.queue.next(obs, steps, generator)
+        noise = torch.randn(base_action.shape, generator=generator, device=base_action.device) if stochastic else None
+        return self.correct(obs, base_action, noise)
+
+    def correct(self, obs: Obs, base_action: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """This step's raw actions [N, 1, A] from the normalized base action [N, A]: the residual's mean, plus
+        its std times ``noise`` [N, A] where given."""
         residual = self.residual(self.base.normalized_state(obs), base_action)
-        if stochastic:
-            noise = torch.randn(residual.shape, generator=generator, device=residual.device)
+        if noise is not None:
             residual = residual + self.residual.log_std.exp() * noise
         return executed_actions(self.base, base_action, residual, self.scale)
+
+    def export_spec(self, steps: int) -> ExportSpec:
+        """Two graphs around the controller's queue: the base's plan ``(noise, obs) -> normalized base actions
+        [B, act_steps, A]`` (run when the queue is used up or an episode starts) and every step's
+        ``(base_action, obs) -> raw action [B, 1, A]``."""
+        spec = self.base.export_spec(steps)
+        plan = Graph(lambda noise, obs: self.queue.plan(obs, noise, steps), ("noise",), "base_action")
+        step = Graph(lambda base_action, obs: self.correct(obs, base_action), ("base_action",))
+        meta = {"residual_scale": self.scale}
+        return replace(spec, kind="residual", chunk=plan, horizon=1, act_steps=1, residual=step, queue=self.base.act_steps, meta=meta)
 
 
 def build_residual(algo: Mapping[str, Any], base: Policy) -> ResidualProvider:

@@ -81,14 +81,14 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
         raise DatasetError(f"{path}: not valid JSON lines ({e.msg})") from None
 
 
-def _parquet(path: Path, why: str, columns: list[str] | None = None) -> Any:
+def _parquet(path: Path, why: str) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.is_file():
         raise DatasetError(f"{path}: missing ({why}); the dataset is incomplete")
     try:
-        return pq.read_table(path, columns=columns)
+        return pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         raise DatasetError(f"{path}: cannot be read as parquet ({str(e).splitlines()[0]}); the file is truncated or damaged") from None
 
@@ -188,7 +188,7 @@ def _to_numpy(column: Any, shape: tuple[int, ...], path: Path, name: str) -> np.
     return values.reshape(n, *shape) if per_row == int(np.prod(shape)) else values.reshape(n, -1)
 
 
-def native_key(key: str, observations: list[str]) -> str:
+def _native_key(key: str, observations: list[str]) -> str:
     """rlft's name for a LeRobot key; ``observations``: all the dataset's observation keys."""
     if key == "observation.state" and observations == [key]:
         return "obs"
@@ -198,8 +198,8 @@ def native_key(key: str, observations: list[str]) -> str:
     return RENAME.get(key, key)
 
 
-def lerobot_key(key: str, image: bool) -> str:
-    """LeRobot's name for an rlft key (the inverse of :func:`native_key`; LeRobot names hold no '/')."""
+def _lerobot_key(key: str, image: bool) -> str:
+    """LeRobot's name for an rlft key (the inverse of :func:`_native_key`; LeRobot names hold no '/')."""
     if key == "obs":
         return "observation.state"
     if key.startswith("obs/"):
@@ -207,15 +207,14 @@ def lerobot_key(key: str, image: bool) -> str:
     return {v: k for k, v in RENAME.items()}.get(key, key.replace("/", "."))
 
 
-def read_lerobot(path: Path) -> Imported:
-    root = path
+def read_lerobot(root: Path) -> Imported:
     info = _info(root)
     version, fps, features = info["codebase_version"], float(info["fps"]), info["features"]
     videos = [k for k, f in features.items() if f.get("dtype") == "video"]
     columns = [k for k, f in features.items() if f.get("dtype") not in ("video", "string", "audio") and (k not in BOOKKEEPING or k == "task_index")]
-    keys = [k for k in (*columns, *videos) if not (k in BOOKKEEPING and k != "task_index")]
+    keys = [*columns, *videos]
     observations = [k for k in keys if k.startswith("observation.")]
-    names = {k: native_key(k, observations) for k in keys}
+    names = {k: _native_key(k, observations) for k in keys}
     clash = [k for k in keys if list(names.values()).count(names[k]) > 1]
     if clash:
         raise DatasetError(f"{root}: features {clash} both become '{names[clash[0]]}' in rlft's store")
@@ -410,7 +409,7 @@ def write_lerobot(store: EpisodeStore, out: str | Path, fps: int | None = None, 
     features: dict[str, dict[str, Any]] = {}
     for key in (k for k in store.keys if k not in ("truncated", "task_index")):
         values = store[key]
-        name = lerobot_key(key, image=_is_image(values))
+        name = _lerobot_key(key, image=_is_image(values))
         if name in features:
             raise DatasetError(f"{store.path}: two keys become LeRobot's '{name}'; rename one")
         if _is_image(values):

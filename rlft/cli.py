@@ -119,6 +119,16 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from rlft.datasets.readers.lerobot import write_lerobot
+    from rlft.datasets.store import EpisodeStore
+    from rlft.io import refuse_overwrite
+
+    refuse_overwrite(args.out, args.force, "--force")
+    print(json.dumps(write_lerobot(EpisodeStore(args.src), args.out, fps=args.fps, version=args.version)))
+    return 0
+
+
 def cmd_data_merge(args: argparse.Namespace) -> int:
     from rlft.datasets.store import merge_stores
     from rlft.io import refuse_overwrite
@@ -428,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "data",
-        help="import, inspect, corrupt and repair trajectory datasets",
-        description="Import datasets into rlft's zarr episode store, inspect them, corrupt them (RIQL) and repair them (ADG).",
+        help="import, export, inspect, filter, corrupt and repair trajectory datasets",
+        description="Import datasets into rlft's zarr episode store, export them, inspect them, filter them, corrupt them (RIQL) and repair them (ADG).",
     )
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
     q = data_sub.add_parser(
@@ -439,11 +449,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("src", help="source file or folder")
     q.add_argument(
-        "--format", required=True, choices=["d4rl", "minari", "robomimic", "npz"], help="d4rl HDF5, Minari dataset folder, robomimic/LIBERO HDF5, DPPO npz"
+        "--format",
+        required=True,
+        choices=["d4rl", "minari", "robomimic", "npz", "lerobot"],
+        help="d4rl HDF5, Minari dataset folder, robomimic/LIBERO HDF5, DPPO npz, LeRobot dataset folder (v2.0, v2.1, v3.0)",
     )
     q.add_argument("--out", required=True, help="output store path (*.zarr or *.zarr.zip)")
     q.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
     q.set_defaults(func=cmd_data_import)
+    q = data_sub.add_parser(
+        "export",
+        help="write a native store in another format (a LeRobot dataset)",
+        description="Write the store SRC as a LeRobot dataset folder OUT: parquet frames, image keys as mp4 videos, meta/ (info, episodes, tasks, stats).",
+    )
+    q.add_argument("src", help="store path, or the name of a shipped dataset (e.g. hopper-v5-medium)")
+    q.add_argument("--format", required=True, choices=["lerobot"], help="LeRobot dataset folder")
+    q.add_argument("--out", required=True, help="output dataset folder")
+    q.add_argument("--fps", type=int, help="frames per second (default: the rate the store was imported with)")
+    q.add_argument("--version", default="v3.0", choices=["v3.0", "v2.1"], help="LeRobot codebase version of the layout (default: v3.0)")
+    q.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
+    q.set_defaults(func=cmd_data_export)
     q = data_sub.add_parser(
         "merge",
         help="concatenate stores into one (e.g. medium + expert)",

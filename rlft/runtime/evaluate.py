@@ -19,6 +19,7 @@ from rlft.envs.registry import normalized_score
 from rlft.envs.safety import COST_LIMIT, normalized_cost
 from rlft.envs.wrappers import ActionChunk, ObsHistory
 from rlft.policies.acting import ActingPolicy
+from rlft.video import write_video
 
 
 def reference_returns(cfg: DictConfig) -> tuple[float, float] | None:
@@ -121,26 +122,6 @@ def evaluate(
     if video is not None:
         result["video"] = str(write_video(video, frames, fps=1.0 / (getattr(base, "dt", 1 / 30) * policy.act_steps)))
     return result
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
-    """Frames [H, W, 3] uint8 -> an H.264 mp4 (the ffmpeg binary that imageio-ffmpeg ships), written atomically."""
-    import imageio_ffmpeg
-
-    from rlft.io import atomic_write
-
-    if not frames:
-        raise ValueError("no frames to write")
-    height, width = frames[0].shape[:2]
-
-    def encode(tmp: Path) -> None:
-        writer = imageio_ffmpeg.write_frames(str(tmp), (width, height), fps=fps, codec="libx264", output_params=["-f", "mp4"], macro_block_size=1)
-        writer.send(None)  # start ffmpeg
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
-
-    return atomic_write(path, encode)
 
 
 def policy_evaluator(cfg: DictConfig) -> Callable[[ActingPolicy, int], dict[str, float]]:

@@ -14,6 +14,7 @@ from typing import Callable
 from rlft.datasets.readers.base import Imported
 from rlft.datasets.readers.d4rl import read_d4rl
 from rlft.datasets.readers.dppo import read_dppo_npz
+from rlft.datasets.readers.lerobot import read_lerobot
 from rlft.datasets.readers.minari import read_minari
 from rlft.datasets.readers.robomimic import read_robomimic
 from rlft.datasets.store import EpisodeStore, write_episodes
@@ -24,6 +25,7 @@ READERS: dict[str, Callable[[Path], Imported]] = {
     "minari": read_minari,
     "robomimic": read_robomimic,
     "npz": read_dppo_npz,
+    "lerobot": read_lerobot,
 }
 
 

@@ -191,8 +191,7 @@ class EnvConfig:
     def __post_init__(self) -> None:
         non_empty(self, "name", "id")
         positive(self, "max_episode_steps")
-        if self.cost_limit is not None:
-            non_negative(self, "cost_limit")
+        non_negative(self, "cost_limit")
 
 
 @dataclass

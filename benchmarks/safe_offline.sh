@@ -7,7 +7,7 @@
 # (TASKS=pointmass_safe) takes its data from python benchmarks/safe_toy_data.py.
 # One run at a time; a finished run is skipped, an interrupted one resumed (--resume is exact).
 # Usage: bash benchmarks/safe_offline.sh   Env: TASKS (default "hopper_vel walker2d_vel halfcheetah_vel"),
-#   SEEDS (default "0 1"), METHODS (default "fisor bc-all bc-safe iql"), STEPS (default 40000),
+#   SEEDS (default "0 1"), METHODS (default "fisor bc-all bc-safe ofql"), STEPS (default 40000),
 #   ACTOR_BATCH (FISOR's actor batch, default 256: the reference's 1024 costs 4x on this CPU), CHECKPOINT_EVERY (2000).
 # Then: python benchmarks/safe_table.py  (normalized reward and cost of the final evaluations, 20 episodes each)
 set -euo pipefail
@@ -27,12 +27,12 @@ for task in ${TASKS:-hopper_vel walker2d_vel halfcheetah_vel}; do
   limit=10; [ $task = pointmass_safe ] && limit=0   # the env's cost limit (the toy's 1 means: never enter the hazard)
   [ -e $safe ] || $RLFT data filter $mixed --max-cost $limit --out $safe
   for seed in ${SEEDS:-0 1}; do
-    for method in ${METHODS:-fisor bc-all bc-safe iql}; do
+    for method in ${METHODS:-fisor bc-all bc-safe ofql}; do
       case $method in
         fisor) args="algo=fisor algo.actor_batch_size=${ACTOR_BATCH:-256}"; data=$mixed ;;
         bc-all) args="algo=iql algo.temperature=0 $ACTOR"; data=$mixed ;;
         bc-safe) args="algo=iql algo.temperature=0 $ACTOR"; data=$safe ;;
-        iql) args="algo=iql"; data=$mixed ;;
+        ofql) args="algo=ofql"; data=$mixed ;;
       esac
       name=safe-$task-$method-s$seed
       if [ -e runs/$name/metrics.jsonl ] && tail -1 runs/$name/metrics.jsonl | grep -q "\"step\": $STEPS,.*eval/cost_mean"; then continue; fi

@@ -16,11 +16,11 @@ from pathlib import Path
 def main(root: Path) -> None:
     cells: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for metrics in sorted(root.glob("safe-*-s*/metrics.jsonl")):
-        match = re.fullmatch(r"safe-(.+)-(fisor|bc-all|bc-safe|iql)-s(\d+)", metrics.parent.name)
+        match = re.fullmatch(r"safe-(.+)-(fisor|bc-all|bc-safe|ofql)-s(\d+)", metrics.parent.name)
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if "eval/cost_mean" in line]
         if match and rows:
             cells[match.group(1), match.group(2)].append((rows[-1]["eval/normalized_reward"], rows[-1]["eval/normalized_cost"]))
-    methods = ["bc-all", "bc-safe", "iql", "fisor"]
+    methods = ["bc-all", "bc-safe", "ofql", "fisor"]
     print("| task | " + " | ".join(f"{m} reward / cost" for m in methods) + " |")
     print("| --- |" + " --- |" * len(methods))
     for task in sorted({t for t, _ in cells}):

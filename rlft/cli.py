@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from rlft import __version__
 from rlft.config import CONFIG_DIR, commands, compose, groups, to_yaml
-from rlft.errors import ConfigError, RlftError, StopRequested
+from rlft.errors import CheckpointError, ConfigError, RlftError, StopRequested
 
 OVERRIDE_HELP = "config overrides: group=option (see `rlft info`) or dotted key.sub=value"
 
@@ -242,6 +242,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     # Recording runs after training, so --resume may re-record with other dataset settings.
     def check(cfg: DictConfig) -> None:
         validate(cfg)
+        if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+            raise ConfigError(f"out={cfg.out}: a file, not a folder; datasets are written into the folder out")
         if not args.resume:  # a resumed run re-records its own datasets on purpose
             for kind in cfg.datasets.kinds:
                 refuse_overwrite(dataset_path(cfg, kind), cfg.force, "force=true")
@@ -321,6 +323,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else None
         options = LoadOptions(cfg.weights, cfg.select.candidates, cfg.select.rule)
         policy = load_acting_policy(folder, checkpoint, options).to(torch.device(cfg.device))
+    if not meta.get("env"):
+        raise CheckpointError(f"{folder} does not record the env it acts in (meta.env of its policy.json); train it again with rlft pretrain env=<name>")
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
     # videos go into the run folder; a shipped policy's go to ./videos (the package stays untouched)
     video_dir = Path("videos") / folder.name if is_shipped(folder) else folder / "videos"
@@ -661,8 +665,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RlftError as e:
         print(f"rlft: error: {e}", file=sys.stderr)
         return e.exit_code
-    except FileNotFoundError as e:
-        print(f"rlft: error: {e}", file=sys.stderr)
+    except OSError as e:  # a missing file, a permission, a full disk, a path through a file: the OS's words and the path
+        where = f": {e.filename}" if e.filename else ""
+        print(f"rlft: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
     except StopRequested as e:
         print(f"rlft: {e}", file=sys.stderr)

@@ -90,9 +90,34 @@ def every(section: Any, log_every: str, checkpoint_every: str) -> None:
 
 
 def device(section: Any, name: str = "device") -> None:
-    """A torch device string: cpu, cuda, cuda:N or mps."""
-    if not DEVICE.fullmatch(getattr(section, name)):
-        _fail(name, getattr(section, name), "must be cpu, cuda, cuda:N or mps")
+    """A torch device string (cpu, cuda, cuda:N or mps) that this machine has; torch is imported only to ask
+    about an accelerator."""
+    value = getattr(section, name)
+    if not DEVICE.fullmatch(value):
+        _fail(name, value, "must be cpu, cuda, cuda:N or mps")
+    if value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "torch finds no GPU"
+            _fail(name, value, f"CUDA is not available here ({why}); use device=cpu")
+        if ":" in value and int(value.split(":")[1]) >= torch.cuda.device_count():
+            _fail(name, value, f"this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
+    if value == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            _fail(name, value, "Apple's MPS is not available here; use device=cpu")
+
+
+SEED_LIMIT = 2**31  # numpy, torch and gymnasium all take seeds in [0, 2**32); evaluation adds episode offsets
+
+
+def seed(section: Any, name: str = "seed") -> None:
+    """A random seed: an integer in [0, 2**31)."""
+    value = getattr(section, name)
+    if not 0 <= value < SEED_LIMIT:
+        _fail(name, value, "must be in [0, 2**31)")
 
 
 def non_empty(section: Any, *names: str) -> None:
@@ -149,6 +174,7 @@ class StepEvalConfig:
     seed: int = MISSING
 
     def __post_init__(self) -> None:
+        seed(self)
         non_negative(self, "every", "episodes")
 
 
@@ -161,6 +187,7 @@ class OnlineEvalConfig:
     seed: int = MISSING
 
     def __post_init__(self) -> None:
+        seed(self)
         positive(self, "every")
         non_negative(self, "episodes")
 
@@ -261,6 +288,7 @@ class TrainingCommand(CommandConfig):
     data: DataConfig = MISSING
 
     def __post_init__(self) -> None:
+        seed(self)
         positive(self, "threads")
         device(self)
 
@@ -395,6 +423,7 @@ class CollectConfig(CommandConfig):
     env: EnvConfig = MISSING
 
     def __post_init__(self) -> None:
+        seed(self)
         positive(self, "threads")
 
 
@@ -429,6 +458,7 @@ class EvalConfig(CommandConfig):
     select: SelectOverride = MISSING
 
     def __post_init__(self) -> None:
+        seed(self)
         positive(self, "n_episodes", "n_envs", "steps", "threads")
         non_negative(self, "cost_limit")
         device(self)
@@ -468,6 +498,7 @@ class BenchConfig(CommandConfig):
     env: EnvConfig = MISSING
 
     def __post_init__(self) -> None:
+        seed(self)
         positive(self, "n_envs", "steps", "physics_threads", "threads")
         non_negative(self, "warmup")
         device(self)
@@ -486,6 +517,7 @@ class BenchLatencyConfig(CommandConfig):
     seed: int = MISSING
 
     def __post_init__(self) -> None:
+        seed(self)
         positive(self, "steps", "repeats", "threads")
         non_negative(self, "warmup")
 
@@ -533,6 +565,7 @@ class RepairConfig(CommandConfig):
     adg: ADGConfig = MISSING
 
     def __post_init__(self) -> None:
+        seed(self)
         positive(self, "threads")
         device(self)
         if self.method != "adg":

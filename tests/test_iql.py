@@ -12,7 +12,7 @@ from rlft.datasets.store import EpisodeStore
 from rlft.runtime.checkpoint import load_policy
 from rlft.runtime.run import read_metrics
 
-SMALL = ["algo=iql", "algo.policy.backbone.hidden=64", "algo.critic.hidden=32", "algo.lr=0.002", "train.batch_size=128", "train.log_every=50"]
+SMALL = ["algo=iql", "data.env=null", "algo.policy.backbone.hidden=64", "algo.critic.hidden=32", "algo.lr=0.002", "train.batch_size=128", "train.log_every=50"]
 
 
 def test_awr_weights_and_reward_scale(bandit):  # noqa: F811

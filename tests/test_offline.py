@@ -147,13 +147,14 @@ def bandit(tmp_path_factory):
         "truncated": np.zeros(n, bool),
     }
     path = tmp_path_factory.mktemp("bandit") / "bandit.zarr"
-    write_episodes(path, data, np.arange(1, n + 1), {"env": "hopper"})
+    write_episodes(path, data, np.arange(1, n + 1), {})  # no env has this space: runs set data.env=null
     return path
 
 
 @pytest.mark.parametrize("algo, eta, expect", [("dql", 1.0, "good"), ("ofql", 1.0, "good"), ("dql", 0.0, "both"), ("ofql", 0.0, "both")])
 def test_bandit_critic_picks_the_good_mode_bc_averages(bandit, tmp_path, algo, eta, expect):
-    args = [f"algo={algo}", f"data.path={bandit}", f"algo.eta={eta}", "algo.select.candidates=1", "algo.policy.backbone.hidden=64", "algo.critic.hidden=32"]
+    args = [f"algo={algo}", f"data.path={bandit}", "data.env=null", f"algo.eta={eta}", "algo.select.candidates=1"]
+    args += ["algo.policy.backbone.hidden=64", "algo.critic.hidden=32"]
     args += ["algo.lr=0.002", "algo.ema.start=100000", "train.steps=300", "train.batch_size=128", "train.log_every=50", "train.checkpoint_every=300"]
     assert main(["offline", *args, "eval.episodes=0", f"run.dir={tmp_path}", "run.name=b"]) == 0
     policy = load_policy(tmp_path / "b")

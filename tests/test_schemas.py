@@ -48,7 +48,7 @@ def test_every_algorithm_with_a_config_has_its_schema():
         ("pretrain", "train.lr=3e-4", "train.lr", 0.0003),  # YAML 1.1 reads 3e-4 as a string
         ("finetune", "algo.actor_lr=1e-4", "algo.actor_lr", 0.0001),
         ("offline", "algo.gamma=1", "algo.gamma", 1.0),
-        ("pretrain", "device=cuda:1", "device", "cuda:1"),
+        ("pretrain", "run.name=1e3", "run.name", "1e3"),  # a str field keeps a number-like name as typed
         ("eval", "steps=null", "steps", None),
     ],
 )

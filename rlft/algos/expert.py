@@ -50,7 +50,7 @@ from rlft.algos.replay import Replay
 from rlft.algos.sb3_sac import SB3SACState
 from rlft.datasets.record import record
 from rlft.datasets.store import EpisodeStore, return_range, write_episodes
-from rlft.envs.registry import LOCOMOTION
+from rlft.envs.registry import LOCOMOTION, check_fits_env
 from rlft.envs.registry import env_id as to_env_id
 from rlft.envs.registry import make as make_env
 from rlft.envs.safety import SAFE_VELOCITY
@@ -300,6 +300,10 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("datasets.kinds has 'medium' but expert.load_medium is not set; give it or drop 'medium'")
         if "medium-replay" in kinds:
             raise ConfigError("datasets.kinds: 'medium-replay' needs the replay buffer of a training run; drop expert.load")
+        for key in ("load", "load_medium"):
+            if cfg.expert[key]:
+                expert = ExpertPolicy.load(cfg.expert[key])
+                check_fits_env(f"expert.{key}={cfg.expert[key]}", expert.observation_space.shape, expert.action_space.shape, cfg.env)
         return
     if cfg.expert.steps < cfg.expert.snapshot_every:
         raise ConfigError(f"expert.steps ({cfg.expert.steps}) must be at least expert.snapshot_every ({cfg.expert.snapshot_every})")

@@ -25,6 +25,7 @@ from torch import nn
 
 from rlft.algos.registry import get
 from rlft.datasets.store import resolve_path
+from rlft.envs.registry import check_fits_env
 from rlft.errors import CheckpointError, ConfigError
 from rlft.policies.acting import ActingPolicy
 from rlft.policies.policy import Policy
@@ -89,6 +90,7 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"algo={spec.name} fine-tunes {' or '.join(spec.heads)} policies; base {cfg.base} is a {head} policy")
     if any(len(s) != 1 for s in base["obs_shapes"].values()) or len(base["obs_shapes"]) != 1:
         raise ConfigError(f"base={cfg.base}: rlft finetune supports state-observation policies (one flat observation key) so far")
+    check_fits_env(f"base {cfg.base}", tuple(next(iter(base["obs_shapes"].values()))), (int(base["action_dim"]),), cfg.env)
 
 
 def run_online(cfg: DictConfig, run: Run, build: Callable[[DictConfig, Policy, np.random.Generator, torch.device], OnlineLearner]) -> ActingPolicy:

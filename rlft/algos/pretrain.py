@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from rlft.datasets.sampler import WindowSampler
 from rlft.datasets.store import EpisodeStore
+from rlft.envs.registry import check_fits_env
 from rlft.errors import ConfigError
 from rlft.policies import draws
 from rlft.policies.ema import EMA
@@ -53,6 +54,10 @@ def check_data(cfg: DictConfig, policy: Mapping[str, Any]) -> None:
         )
     if cfg.data.get("env") and cfg.data.env != cfg.env.name:
         raise ConfigError(f"data {cfg.data.path} was recorded in '{cfg.data.env}' but env={cfg.env.name}; choose env={cfg.data.env}")
+    if cfg.data.get("env"):
+        keys = store.keys
+        state = [k for k in policy["obs_keys"] if len(keys[k]) == 1]
+        check_fits_env(f"data {store.path}", keys[state[0]] if len(state) == 1 == len(policy["obs_keys"]) else None, keys["action"], cfg.env)
 
 
 def check(cfg: DictConfig) -> None:

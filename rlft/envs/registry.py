@@ -77,6 +77,29 @@ def make(name: str, cost_penalty: float = 0.0, **kwargs: Any) -> gym.Env:
     return env
 
 
+def spaces(name: str, kwargs: Mapping[str, Any] | None = None) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
+    """The per-step observation shape (None for dict observations) and action shape of env ``name``."""
+    env = make(name, **dict(kwargs or {}))
+    try:
+        obs = env.observation_space
+        return (tuple(obs.shape) if isinstance(obs, gym.spaces.Box) else None), tuple(env.action_space.shape)
+    finally:
+        env.close()
+
+
+def check_fits_env(what: str, obs_shape: tuple[int, ...] | None, action_shape: tuple[int, ...], env: Mapping[str, Any]) -> None:
+    """``what`` (a dataset or a policy with these per-step shapes; ``obs_shape`` None: not a flat state) can act in
+    ``env`` (an env config); else a one-line ConfigError before anything trains."""
+    env_obs, env_action = spaces(env["name"], env.get("kwargs"))
+    problems = []
+    if obs_shape is not None and env_obs is not None and tuple(obs_shape) != env_obs:
+        problems.append(f"observations of shape {tuple(obs_shape)} but env={env['name']} observes {env_obs}")
+    if tuple(action_shape) != env_action:
+        problems.append(f"actions of shape {tuple(action_shape)} but env={env['name']} takes {env_action}")
+    if problems:
+        raise ConfigError(f"{what} has {' and '.join(problems)}; choose the env it was made for")
+
+
 def make_vector(name: str, n_envs: int, seed: int | None = None, asynchronous: bool = False, kwargs: Mapping[str, Any] | None = None) -> gym.vector.VectorEnv:
     """``n_envs`` copies stepped together by gymnasium's sync or async vector env.
 

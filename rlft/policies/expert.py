@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlft.errors import CheckpointError
 from rlft.io import atomic_write, atomic_write_json
 from rlft.paths import EXPERTS_DIR, is_bare_name
 from rlft.policies.acting import Obs
@@ -98,8 +99,14 @@ class ExpertPolicy(nn.Module):
             if not p.exists():
                 shipped = ", ".join(sorted(f.stem for f in EXPERTS_DIR.glob("*.json"))) or "none"
                 raise FileNotFoundError(f"{p}: expert file missing; an expert is <prefix>.json + <prefix>.safetensors, or a shipped one: {shipped}")
-        meta = json.loads(meta_path.read_text())
         box = lambda lo, hi: gym.spaces.Box(np.asarray(lo, np.float32), np.asarray(hi, np.float32), dtype=np.float32)  # noqa: E731
-        expert = cls(box(meta["obs_low"], meta["obs_high"]), box(meta["act_low"], meta["act_high"]), meta["net_arch"], meta["info"])
-        expert.actor.load_state_dict(load_file(str(weights_path)))
+        try:
+            meta = json.loads(meta_path.read_text())
+            expert = cls(box(meta["obs_low"], meta["obs_high"]), box(meta["act_low"], meta["act_high"]), meta["net_arch"], meta["info"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{meta_path}: not an rlft expert description ({type(e).__name__}: {e}); write experts with ExpertPolicy.save") from None
+        try:
+            expert.actor.load_state_dict(load_file(str(weights_path)))
+        except Exception as e:  # safetensors' own errors for a damaged file, torch's for other shapes
+            raise CheckpointError(f"{weights_path}: unreadable or not the weights {meta_path.name} describes ({str(e).splitlines()[0]})") from None
         return expert

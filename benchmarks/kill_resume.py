@@ -1,4 +1,7 @@
-"""kill -9 a training run, resume it, and check the final weights equal an uninterrupted run's, bit for bit.
+"""kill -9 a training run, resume it, and check its final weights and metrics equal an uninterrupted run's.
+
+Equal means bit for bit, except wall-clock readings: the ``progress.seconds`` counter a fine-tuning run keeps
+in its checkpoint and the timing entries of metrics.jsonl (``*_s``, ``*_per_s``).
 
 For each job (pretrain, finetune, offline) one run goes through uninterrupted; then each trial starts the
 same job under another run name and sends SIGKILL either while a checkpoint is being written (the moment a
@@ -7,7 +10,8 @@ command with ``--resume`` until it finishes (killing again on later attempts whe
 
     OMP_NUM_THREADS=1 python benchmarks/kill_resume.py --trials 4 --out /tmp/kill-resume
 
-prints one line per trial and a JSON summary; exit status 1 when any trial's weights differ.
+prints one line per trial (``torn_writes``: kills that left a half-written checkpoint folder behind) and a
+JSON summary; exit status 1 when any trial's weights differ.
 """
 
 from __future__ import annotations
@@ -55,10 +59,15 @@ def rlft(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "rlft", *args]
 
 
-def final_weights(run: Path) -> dict:
-    """The newest checkpoint's tensors."""
+WALL_CLOCK = ("progress.seconds",)
+
+
+def outcome(run: Path) -> tuple[dict, list[dict]]:
+    """The newest checkpoint's tensors and the metrics rows, wall-clock readings left out."""
     steps = sorted((p for p in (run / "checkpoints").iterdir() if p.name.startswith("step_")), key=lambda p: int(p.name.split("_")[1]))
-    return load_file(str(steps[-1] / "model.safetensors"))
+    weights = {k: v for k, v in load_file(str(steps[-1] / "model.safetensors")).items() if k not in WALL_CLOCK}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return weights, [{k: v for k, v in row.items() if not k.endswith("_s")} for row in rows]
 
 
 def kill_when(proc: subprocess.Popen, run: Path, moment: str, delay: float) -> bool:
@@ -95,28 +104,29 @@ def main() -> int:
         t0 = time.monotonic()
         subprocess.run(rlft([*base, f"run.name={job}-ref"]), check=True, capture_output=True)
         duration = time.monotonic() - t0
-        reference = final_weights(args.out / f"{job}-ref")
+        reference, reference_metrics = outcome(args.out / f"{job}-ref")
         for trial in range(args.trials):
             moment = "checkpoint" if trial % 2 == 0 else "random"
             name = f"{job}-kill{trial}"
-            run, kills, attempts = args.out / name, 0, 0
+            run, kills, attempts, torn = args.out / name, 0, 0, 0
             while True:
                 argv = rlft([*base, f"run.name={name}", *(["--resume"] if attempts else [])])
                 proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 attempts += 1
                 if kills < args.kills and kill_when(proc, run, moment, rng.uniform(0.2, 0.9) * duration):
                     kills += 1
+                    torn += any(e.name.endswith(".tmp") for e in os.scandir(run / "checkpoints")) if (run / "checkpoints").is_dir() else 0
                     continue
                 proc.wait()
                 err = proc.stderr.read().decode()
                 if proc.returncode != 0:
                     raise SystemExit(f"{name}: attempt {attempts} exited {proc.returncode}: {err.strip().splitlines()[-1:]}")
                 break
-            got = final_weights(run)
-            exact = got.keys() == reference.keys() and all(bool((got[k] == reference[k]).all()) for k in reference)
-            rows.append({"job": job, "trial": trial, "kill_at": moment, "kills": kills, "attempts": attempts, "exact": exact})
+            got, metrics = outcome(run)
+            exact = got.keys() == reference.keys() and all(bool((got[k] == reference[k]).all()) for k in reference) and metrics == reference_metrics
+            rows.append({"job": job, "trial": trial, "kill_at": moment, "kills": kills, "torn_writes": torn, "attempts": attempts, "exact": exact})
             print(json.dumps(rows[-1]), flush=True)
-    summary = {"trials": len(rows), "kills": sum(r["kills"] for r in rows), "exact": sum(r["exact"] for r in rows)}
+    summary = {"trials": len(rows), **{key: sum(r[key] for r in rows) for key in ("kills", "torn_writes", "exact")}}
     print(json.dumps(summary))
     return 0 if summary["exact"] == summary["trials"] else 1
 

@@ -36,6 +36,10 @@ class ActionError(RlftError, ValueError):
     """Actions a batched env cannot apply: the wrong shape, or NaN / inf values."""
 
 
+class NonFiniteActionError(ActionError):
+    """Actions holding NaN or inf: during training, a sign that the policy diverged."""
+
+
 class DivergedError(RlftError):
     """Training produced a non-finite loss, gradient or weight; nothing was saved after the last good checkpoint."""
 

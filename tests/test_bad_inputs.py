@@ -219,3 +219,21 @@ def test_mujoco_warnings_go_to_stderr_not_stdout_or_a_log_file(tmp_path, monkeyp
     out, err = capfd.readouterr()
     assert out == "" and "MuJoCo warning: Nan, Inf or huge value in QVEL" in err, (out, err)
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+DIVERGING = [
+    ("finetune", [*FT, "train.iterations=3", "algo.actor_lr=1.0e+12", "algo.critic_lr=1.0e+12"]),
+    ("offline", [*OFF, "algo.lr=1.0e+12", "train.steps=200", "train.log_every=10", "train.checkpoint_every=50"]),
+]
+
+
+@pytest.mark.parametrize("command,argv", DIVERGING, ids=[c[0] for c in DIVERGING])
+def test_a_diverging_finetune_or_offline_run_stops_with_one_line(world, capsys, command, argv):
+    """As pretrain (tests/test_pretrain.py): one line naming the step, and no non-finite checkpoint on disk."""
+    from safetensors.torch import load_file
+
+    assert main([a.format(r=world) for a in argv] + [f"run.name=diverge-{command}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rlft: error: step ") and err.count("\n") == 1, err
+    for ckpt in (world / "runs" / f"diverge-{command}" / "checkpoints").glob("step_*"):
+        assert all(bool(t.isfinite().all()) for t in load_file(str(ckpt / "model.safetensors")).values() if t.is_floating_point())

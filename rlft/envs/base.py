@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlft.errors import ActionError, ConfigError
+from rlft.errors import ActionError, ConfigError, NonFiniteActionError
 
 StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]
 
@@ -91,7 +91,7 @@ class BatchedEnv(ABC):
             raise ActionError(f"actions must have shape (n_envs, act_dim) = ({self.n_envs}, {self.act_dim}), got {tuple(actions.shape)}")
         if actions.is_floating_point() and not bool(torch.isfinite(actions).all()):
             row = int(torch.nonzero(~torch.isfinite(actions).all(1))[0])
-            raise ActionError(f"actions hold NaN or inf (first in sub-env {row}: {actions[row].tolist()}); the policy diverged or its input was bad")
+            raise NonFiniteActionError(f"actions hold NaN or inf (first in sub-env {row}: {actions[row].tolist()}); the policy diverged or its input was bad")
         if active is not None:
             active = torch.as_tensor(active, dtype=torch.bool, device=self.device)
             if tuple(active.shape) != (self.n_envs,):

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
 import numpy as np
 import torch
 
-from rlft.errors import DivergedError, StopRequested
+from rlft.errors import DivergedError, NonFiniteActionError, StopRequested
 from rlft.progress import Progress
 from rlft.runtime.plots import LEARNING_CURVE, plot_metrics
 from rlft.runtime.run import Run
@@ -86,7 +86,7 @@ def fit(
     Metrics are averaged over each ``log_every`` window and logged at its last step. Returns the
     number of the last step run. On SIGTERM or Ctrl-C: checkpoint at the next logging step, then
     :class:`StopRequested`. A non-finite loss or gradient norm (metrics named in :data:`WATCHED`), or a
-    non-finite weight at a checkpoint, raises :class:`DivergedError`: no non-finite checkpoint is ever
+    non-finite weight at a checkpoint, or NaN actions from a rollout inside ``update``, raises :class:`DivergedError`: no non-finite checkpoint is ever
     written, and the last good one stays resumable. With ``plot`` (panels of metric keys, see
     :func:`~rlft.runtime.plots.plot_metrics`), every checkpoint also rewrites ``learning_curve.png``.
     Progress (:class:`~rlft.progress.Progress`) is reported at every logging step. Under torchrun
@@ -108,7 +108,11 @@ def fit(
     try:
         with _stop_signals() as stop, _progress_stream(world.main) as stream, Progress(total_steps, desc, initial=start, stream=stream) as progress:
             for step in range(start + 1, total_steps + 1):
-                for k, v in update(step).items():
+                try:
+                    result = update(step)
+                except NonFiniteActionError as e:  # a rollout inside the update acted with diverged weights
+                    raise DivergedError(f"step {step}: {e}; {_last_good(run)}") from None
+                for k, v in result.items():
                     if not math.isfinite(float(v)) and any(word in k for word in WATCHED):
                         raise DivergedError(f"step {step}: {k} is {float(v)}; {_last_good(run)}")
                     window.setdefault(k, []).append(float(v))

@@ -15,7 +15,7 @@ export OMP_NUM_THREADS=1
 RLFT=${RLFT:-rlft}
 STEPS=${STEPS:-40000}
 # BC baselines train FISOR's own actor (LN-ResNet 3 x 256, dropout 0.1) with equal weights: IQL at temperature 0
-ACTOR="algo.policy.backbone.depth=7 algo.policy.backbone.layer_norm=true algo.policy.backbone.dropout=0.1 algo.policy.backbone.time_dim=64"
+ACTOR="algo.policy.backbone.depth=7 algo.policy.backbone.residual=true algo.policy.backbone.layer_norm=true algo.policy.backbone.dropout=0.1 algo.policy.backbone.time_dim=64"
 mkdir -p runs/safe-data
 for task in ${TASKS:-hopper_vel walker2d_vel halfcheetah_vel}; do
   mixed=runs/safe-data/$task-mixed.zarr.zip; safe=runs/safe-data/$task-safe.zarr.zip

@@ -95,19 +95,17 @@ def device(section: Any, name: str = "device") -> None:
     value = getattr(section, name)
     if not DEVICE.fullmatch(value):
         _fail(name, value, "must be cpu, cuda, cuda:N or mps")
-    if value.startswith("cuda"):
-        import torch
+    if value == "cpu":
+        return
+    import torch
 
-        if not torch.cuda.is_available():
-            why = "this torch is built without CUDA" if torch.version.cuda is None else "torch finds no GPU"
-            _fail(name, value, f"CUDA is not available here ({why}); use device=cpu")
-        if ":" in value and int(value.split(":")[1]) >= torch.cuda.device_count():
-            _fail(name, value, f"this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
-    if value == "mps":
-        import torch
-
-        if not torch.backends.mps.is_available():
-            _fail(name, value, "Apple's MPS is not available here; use device=cpu")
+    if value == "mps" and not torch.backends.mps.is_available():
+        _fail(name, value, "Apple's MPS is not available here; use device=cpu")
+    if value.startswith("cuda") and not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "torch finds no GPU"
+        _fail(name, value, f"CUDA is not available here ({why}); use device=cpu")
+    if value.startswith("cuda:") and int(value.split(":")[1]) >= torch.cuda.device_count():
+        _fail(name, value, f"this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
 
 
 SEED_LIMIT = 2**31  # numpy, torch and gymnasium all take seeds in [0, 2**32); evaluation adds episode offsets

@@ -54,10 +54,10 @@ def check_data(cfg: DictConfig, policy: Mapping[str, Any]) -> None:
         )
     if cfg.data.get("env") and cfg.data.env != cfg.env.name:
         raise ConfigError(f"data {cfg.data.path} was recorded in '{cfg.data.env}' but env={cfg.env.name}; choose env={cfg.data.env}")
-    if cfg.data.get("env"):
-        keys = store.keys
-        state = [k for k in policy["obs_keys"] if len(keys[k]) == 1]
-        check_fits_env(f"data {store.path}", keys[state[0]] if len(state) == 1 == len(policy["obs_keys"]) else None, keys["action"], cfg.env)
+    if cfg.data.get("env"):  # one state key is compared with the env's Box; image / multi-key observations are not
+        obs_keys = policy["obs_keys"]
+        state = store.keys[obs_keys[0]] if len(obs_keys) == 1 and len(store.keys[obs_keys[0]]) == 1 else None
+        check_fits_env(f"data {store.path}", state, store.keys["action"], cfg.env)
 
 
 def check(cfg: DictConfig) -> None:

@@ -85,9 +85,9 @@ def fit(
     ``optimizers`` holds anything with ``state_dict``/``load_state_dict`` (optimizers, LR schedulers).
     Metrics are averaged over each ``log_every`` window and logged at its last step. Returns the
     number of the last step run. On SIGTERM or Ctrl-C: checkpoint at the next logging step, then
-    :class:`StopRequested`. A non-finite loss or gradient norm (metrics named in :data:`WATCHED`), or a
-    non-finite weight at a checkpoint, or NaN actions from a rollout inside ``update``, raises :class:`DivergedError`: no non-finite checkpoint is ever
-    written, and the last good one stays resumable. With ``plot`` (panels of metric keys, see
+    :class:`StopRequested`. A non-finite loss or gradient norm (metrics named in :data:`WATCHED`), a
+    non-finite weight at a checkpoint, or NaN actions met by a rollout inside ``update`` raises
+    :class:`DivergedError`: no non-finite checkpoint is ever written, and the last good one stays resumable. With ``plot`` (panels of metric keys, see
     :func:`~rlft.runtime.plots.plot_metrics`), every checkpoint also rewrites ``learning_curve.png``.
     Progress (:class:`~rlft.progress.Progress`) is reported at every logging step. Under torchrun
     (``run.world``), every rank steps and checks; only rank 0 logs, checkpoints and plots, and the update's

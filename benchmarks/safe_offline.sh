@@ -4,7 +4,8 @@
 # Data per task (runs/safe-data/<task>-{mixed,safe}.zarr.zip): the merge of every store under
 # runs/collect-<task>-*/data/ (rlft collect runs with different expert.cost_penalty, or the shipped
 # unconstrained experts recorded in the task), and its episodes within the cost limit (rlft data filter). The toy
-# (TASKS=pointmass_safe) takes its data from python benchmarks/safe_toy_data.py.
+# (TASKS=pointmass_safe) records 50k steps of its scripted mixed demonstrator (half the sub-envs take the unsafe
+# shortcut, half the detour) with rlft collect.
 # One run at a time; a finished run is skipped, an interrupted one resumed (--resume is exact).
 # Usage: bash benchmarks/safe_offline.sh   Env: TASKS (default "hopper_vel walker2d_vel halfcheetah_vel"),
 #   SEEDS (default "0 1"), METHODS (default "fisor bc-all bc-safe ofql"), STEPS (default 40000),
@@ -19,6 +20,10 @@ ACTOR="algo.policy.backbone.depth=7 algo.policy.backbone.residual=true algo.poli
 mkdir -p runs/safe-data
 for task in ${TASKS:-hopper_vel walker2d_vel halfcheetah_vel}; do
   mixed=runs/safe-data/$task-mixed.zarr.zip; safe=runs/safe-data/$task-safe.zarr.zip
+  if [ $task = pointmass_safe ] && [ ! -e $mixed ]; then
+    $RLFT collect env=$task expert.scripted=mixed "datasets.kinds=[scripted]" datasets.steps=50000 datasets.n_envs=20 run.name=collect-$task-mixed
+    mv runs/collect-$task-mixed/data/safepointmass-v0-mixed.zarr.zip $mixed
+  fi
   if [ ! -e $mixed ]; then
     stores=$(ls runs/collect-$task-*/data/*.zarr.zip 2>/dev/null || true)
     [ $(echo $stores | wc -w) -ge 2 ] || { echo "skip $task: fewer than two datasets under runs/collect-$task-*/data/"; continue; }

@@ -359,7 +359,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if "cost_mean" in result:
             verdict = "safe" if result["safe"] else "unsafe"
             cost = f", cost {result['cost_mean']:.1f} (normalized {result['normalized_cost']:.2f} at limit {result['cost_limit']:g}: {verdict})"
-        print(f"{folder}: return {result['return_mean']:.1f} +- {result['return_std']:.1f} over {result['episodes']} episodes{select}{score}{cost}{video_note}")
+        success = f", success rate {result['success_rate']:.2f}" if result.get("success_rate") is not None else ""
+        print(
+            f"{folder}: return {result['return_mean']:.1f} +- {result['return_std']:.1f} over {result['episodes']} episodes"
+            f"{select}{score}{success}{cost}{video_note}"
+        )
     return 0
 
 

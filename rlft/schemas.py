@@ -366,10 +366,11 @@ class OfflineConfig(TrainingCommand):
 
 @dataclass
 class ExpertConfig:
-    """The SB3 SAC expert ``rlft collect`` trains (or loads)."""
+    """The SB3 SAC expert ``rlft collect`` trains (or loads), or the scripted demonstrator it records."""
 
     load: Optional[str] = MISSING
     load_medium: Optional[str] = MISSING
+    scripted: Optional[str] = MISSING
     steps: int = MISSING
     learning_starts: int = MISSING
     learning_rate: float = MISSING

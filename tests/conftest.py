@@ -30,32 +30,19 @@ def make_episodes(lengths, obs_dim=3, act_dim=2, seed=0):
 
 
 # ---- the toy fine-tuning task (PointMass), shared by the online fine-tuning tests ------------------------
-def record_demos(path, n_envs=20, episodes=100, seed=0):
-    """Episodes of the curling (poor) demonstrator on PointMass."""
+def record_scripted(path, env_name, demonstrator, steps, n_envs=20, seed=0):
+    """``steps`` transitions of a bundled task's scripted demonstrator, as ``rlft collect expert.scripted=`` records them."""
+    from rlft.algos.expert import ScriptedPolicy
+    from rlft.datasets.record import record
     from rlft.datasets.store import write_episodes
-    from rlft.envs import make
-    from rlft.envs.toy import curling_demonstrator
 
-    env = make("pointmass", n_envs, seed=seed)
-    rng = np.random.default_rng(seed)
-    obs, _ = env.reset()
-    running = [[] for _ in range(n_envs)]
-    done_eps = []
-    while len(done_eps) < episodes:
-        a = curling_demonstrator(obs.numpy(), rng)
-        nxt, r, te, tr, _ = env.step(torch.from_numpy(a))
-        for i in range(n_envs):
-            running[i].append((obs[i].numpy().copy(), a[i], float(r[i]), bool(te[i]), bool(tr[i])))
-            if te[i] or tr[i]:
-                done_eps.append(running[i])
-                running[i] = []
-        obs = nxt
-    cols = list(zip(*[step for ep in done_eps for step in ep]))
-    data = {
-        k: np.asarray(c, dtype=np.float32 if k in ("obs", "action", "reward") else bool)
-        for k, c in zip(("obs", "action", "reward", "terminated", "truncated"), cols)
-    }
-    write_episodes(path, data, np.cumsum([len(ep) for ep in done_eps]), {"env": "pointmass"})
+    data, ends = record(ScriptedPolicy(env_name, demonstrator, seed), env_name, steps, n_envs, seed, stochastic=True)
+    write_episodes(path, data, ends, {"env": env_name})
+
+
+def record_demos(path, steps=5000, seed=0):
+    """The curling (poor) demonstrator on PointMass (about 47 steps an episode)."""
+    record_scripted(path, "pointmass", "curling", steps, seed=seed)
 
 
 TOY_POLICY = ["policy.backbone.hidden=64", "policy.horizon=2", "policy.act_steps=2"]
@@ -88,31 +75,9 @@ def toy(tmp_path_factory):
 
 
 # ---- the toy safe task (SafePointMass), shared by the safe offline RL tests ----------------------------
-def record_safety_demos(path, n_envs=20, episodes=200, seed=0):
-    """Episodes of the mixed demonstrator on SafePointMass (even sub-envs: the unsafe shortcut; odd: the detour), with costs."""
-    from rlft.datasets.store import write_episodes
-    from rlft.envs import make
-    from rlft.envs.toy import mixed_safety_demonstrator
-
-    env = make("pointmass_safe", n_envs, seed=seed)
-    rng = np.random.default_rng(seed)
-    detour = np.arange(n_envs) % 2 == 1
-    obs, _ = env.reset()
-    running = [[] for _ in range(n_envs)]
-    done_eps = []
-    while len(done_eps) < episodes:
-        a = mixed_safety_demonstrator(obs.numpy(), rng, detour)
-        nxt, r, te, tr, info = env.step(torch.from_numpy(a))
-        for i in range(n_envs):
-            running[i].append((obs[i].numpy().copy(), a[i], float(r[i]), bool(te[i]), bool(tr[i]), float(info["cost"][i])))
-            if te[i] or tr[i]:
-                done_eps.append(running[i])
-                running[i] = []
-        obs = nxt
-    cols = list(zip(*[step for ep in done_eps for step in ep]))
-    keys = ("obs", "action", "reward", "terminated", "truncated", "cost")
-    data = {k: np.asarray(c, dtype=bool if k in ("terminated", "truncated") else np.float32) for k, c in zip(keys, cols)}
-    write_episodes(path, data, np.cumsum([len(ep) for ep in done_eps]), {"env": "pointmass_safe"})
+def record_safety_demos(path, steps=4000, seed=0):
+    """The mixed demonstrator on SafePointMass (even sub-envs: the unsafe shortcut; odd: the detour), with costs."""
+    record_scripted(path, "pointmass_safe", "mixed", steps, seed=seed)
 
 
 # ---- bad-input checks shared by the reliability tests -----------------------------------------------------

@@ -272,3 +272,47 @@ def test_medium_is_the_snapshot_closest_to_the_target(tmp_path):
     gaps = {s["step"]: abs(s["sampled_return_mean"] - selection["target_return"]) for s in selection["snapshots"]}
     assert medium.info["step"] == min(gaps, key=gaps.get) == 3  # the expert itself is exactly on target
     assert gaps[3] == 0.0
+
+
+def test_collect_records_a_scripted_demonstrator(tmp_path, capsys):
+    """expert.scripted: the toy's demonstrator is recorded as it acts (70 degrees off the goal), the data's return is the
+    "expert" reference; the safe toy's mixed demonstrator records costs, half its episodes entering the hazard."""
+    from rlft.envs.toy import HAZARD, HAZARD_RADIUS
+
+    args = ["collect", "expert.scripted=curling", "datasets.kinds=[scripted]", "datasets.steps=600", "datasets.random_episodes=5"]
+    assert main([*args, "env=pointmass", f"run.dir={tmp_path}", "run.name=pm"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    store = EpisodeStore(tmp_path / "pm" / "data" / "pointmass-v0-curling.zarr.zip")
+    assert line["dataset"] == "scripted" and store.n_steps == 600 and "scripted demonstrator 'curling'" in store.meta["collection"]["policy"]
+    obs, action = store["obs"], store["action"]
+    to_goal = obs[:, 2:] / np.linalg.norm(obs[:, 2:], axis=1, keepdims=True)
+    unclipped = np.abs(action).max(1) < 0.99
+    cross = to_goal[:, 0] * action[:, 1] - to_goal[:, 1] * action[:, 0]
+    angle = np.degrees(np.arctan2(cross, (to_goal * action).sum(1)))[unclipped]
+    assert 55 < np.median(angle) < 85  # it curls counter-clockwise around the goal
+    ends = store.episode_starts[1:].tolist() + [store.n_steps]
+    complete = ~store["truncated"][np.array(ends) - 1] | (np.diff([0, *ends]) >= 50)
+    assert store.meta["ref_returns"]["expert"] == pytest.approx(store.episode_returns()[complete].mean(), rel=1e-5)
+    assert store.meta["ref_returns"]["random"] < store.meta["ref_returns"]["expert"]
+
+    safe = ["collect", "env=pointmass_safe", "expert.scripted=mixed", "datasets.kinds=[scripted]", "datasets.steps=2000", "datasets.n_envs=8"]
+    assert main([*safe, "datasets.random_episodes=5", f"run.dir={tmp_path}", "run.name=safe"]) == 0
+    store = EpisodeStore(tmp_path / "safe" / "data" / "safepointmass-v0-mixed.zarr.zip")
+    inside = np.linalg.norm(store["obs"][:, :2] - HAZARD, axis=1) < HAZARD_RADIUS
+    assert 0.3 < (store.episode_costs() > 0).mean() < 0.7 and inside.any()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["env=pointmass", "expert.scripted=curling"], "datasets.kinds=[scripted]"),
+        (["env=pointmass", "datasets.kinds=[scripted]"], "expert.scripted is not set"),
+        (["env=pointmass", "expert.scripted=straight", "datasets.kinds=[scripted]"], "env=pointmass expert.scripted=curling"),
+        (["env=hopper", "expert.scripted=curling", "datasets.kinds=[scripted]"], "env=hopper has no such scripted demonstrator"),
+        (["env=pointmass", "expert.scripted=curling", "datasets.kinds=[scripted]", "expert.load=hopper-v5-expert"], "expert.load=null"),
+    ],
+)
+def test_scripted_collect_refuses_bad_configs(tmp_path, capsys, args, message):
+    assert main(["collect", *args, f"run.dir={tmp_path}", "run.name=x"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -52,7 +52,7 @@ def test_random_shift_shards_like_the_whole_batch():
 def test_two_gloo_processes_train_as_one_on_the_same_global_batch(tmp_path, capsys, monkeypatch):
     from rlft.cli import main
 
-    record_demos(tmp_path / "demos.zarr", episodes=40)
+    record_demos(tmp_path / "demos.zarr", steps=2000)
     args = ["pretrain", "policy=shortcut_mlp", "env=pointmass", f"data.path={tmp_path / 'demos.zarr'}", "data.env=pointmass", "policy.backbone.hidden=32"]
     args += ["train.steps=30", "train.batch_size=64", "train.log_every=10", "train.checkpoint_every=30", "train.warmup=5", "eval.episodes=0"]
     args += [f"run.dir={tmp_path}"]

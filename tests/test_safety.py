@@ -161,7 +161,8 @@ def test_fisor_stays_safe_where_reward_only_iql_takes_the_shortcut(tmp_path):
 def test_fisor_refuses_a_dataset_without_costs(tmp_path, capsys):
     from conftest import record_demos
 
-    record_demos(tmp_path / "plain.zarr", episodes=20)
+    record_demos(tmp_path / "plain.zarr", steps=1000)
+    capsys.readouterr()  # the recording's progress lines
     args = ["offline", "algo=fisor", "env=pointmass", f"data.path={tmp_path / 'plain.zarr'}", "data.env=pointmass", f"run.dir={tmp_path}"]
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()

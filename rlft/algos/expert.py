@@ -28,6 +28,10 @@
    in D4RL, read from the newest checkpoint. Reference returns for normalized scores are measured:
    uniform-random actions, and the expert dataset's mean episode return (complete episodes).
 
+Scripted demonstrators (``env=pointmass expert.scripted=curling datasets.kinds=[scripted]``): the bundled toy
+tasks' hand-written policies (:data:`rlft.envs.toy.DEMONSTRATORS`) are recorded by stage 3 alone; their data's
+mean episode return is the "expert" reference (normalized score 100 = the demonstrator).
+
 Safety tasks (``env=hopper_vel`` ...): the datasets hold the per-step ``cost``; ``expert.cost_penalty`` trains
 the expert on reward - penalty x cost (a fixed Lagrangian weight). DSRL's recipe, data that spans safe and
 unsafe, high and low reward, is several such runs (penalties 0, 0.5, 2, ...) merged with ``rlft data merge``;
@@ -62,7 +66,7 @@ from rlft.runtime.evaluate import evaluate
 from rlft.runtime.run import Run
 from rlft.runtime.trainer import fit
 
-KINDS = ("expert", "medium", "medium-replay")
+KINDS = ("expert", "medium", "medium-replay", "scripted")
 PLOTTED = (("expert/train_return", "expert/eval_return"),)  # learning_curve.png: one panel, both returns
 
 
@@ -80,6 +84,28 @@ class UniformPolicy:
     def sample(self, obs: torch.Tensor, steps: int | None = None, stochastic: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         u = torch.rand(len(obs), 1, len(self.low), generator=generator)
         return self.low + u * (self.high - self.low)
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """No memory."""
+
+
+class ScriptedPolicy:
+    """A bundled task's scripted demonstrator (:data:`rlft.envs.toy.DEMONSTRATORS`) as an acting policy, [B, 1, A];
+    sub-env i of the batch is index i (the mixed demonstrator's odd sub-envs take the detour)."""
+
+    obs_horizon, act_steps = 1, 1
+    default_steps = None
+    default_stochastic = True
+    device = torch.device("cpu")
+
+    def __init__(self, env_name: str, name: str, seed: int):
+        from rlft.envs.toy import DEMONSTRATORS
+
+        self.act, self.rng = DEMONSTRATORS[env_name][name], np.random.default_rng(seed)
+
+    def sample(self, obs: torch.Tensor, steps: int | None = None, stochastic: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        last = obs[:, -1].cpu().numpy()
+        return torch.from_numpy(self.act(last, self.rng, np.arange(len(last))))[:, None]
 
     def end_episodes(self, done: torch.Tensor) -> None:
         """No memory."""
@@ -282,8 +308,9 @@ def replay_data(run: Run, until_step: int, action_space: gym.spaces.Box) -> tupl
 
 def dataset_path(cfg: DictConfig, kind: str) -> Path:
     """Where ``rlft collect`` writes the ``kind`` dataset: ``<out>/<env id>-<kind>.zarr.zip`` (``hopper-vel-v5-...``
-    for the velocity-constrained tasks)."""
-    gym_id = to_env_id(cfg.env.name).lower()
+    for the velocity-constrained tasks; the scripted demonstrator's name for ``scripted``: ``pointmass-v0-curling``)."""
+    gym_id = to_env_id(cfg.env.name).split("/")[-1].lower()
+    kind = cfg.expert.scripted if kind == "scripted" else kind
     if cfg.env.name in SAFE_VELOCITY:
         gym_id = gym_id.replace("-", "-vel-", 1)
     return Path(cfg.out) / f"{gym_id}-{kind}.zarr.zip"
@@ -295,6 +322,19 @@ def validate(cfg: DictConfig) -> None:
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ConfigError(f"datasets.kinds: unknown kind '{unknown[0]}'; choose from {', '.join(KINDS)}")
+    if cfg.expert.scripted or "scripted" in kinds:
+        from rlft.envs.toy import DEMONSTRATORS
+
+        name = cfg.expert.scripted
+        if not name:
+            raise ConfigError(f"datasets.kinds has 'scripted' but expert.scripted is not set; name a demonstrator ({scripted_choices(DEMONSTRATORS)})")
+        if cfg.env.name not in DEMONSTRATORS or name not in DEMONSTRATORS[cfg.env.name]:
+            raise ConfigError(f"expert.scripted={name}: env={cfg.env.name} has no such scripted demonstrator; choose from {scripted_choices(DEMONSTRATORS)}")
+        if kinds != ["scripted"]:
+            raise ConfigError(f"expert.scripted={name} records one dataset: set datasets.kinds=[scripted] (now {kinds})")
+        if cfg.expert.load:
+            raise ConfigError(f"expert.scripted={name} and expert.load={cfg.expert.load}: record one or the other; set expert.load=null")
+        return
     if cfg.expert.load:
         if "medium" in kinds and not cfg.expert.load_medium:
             raise ConfigError("datasets.kinds has 'medium' but expert.load_medium is not set; give it or drop 'medium'")
@@ -315,28 +355,38 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"expert.cost_penalty={cfg.expert.cost_penalty}: env={cfg.env.name} has no cost; use a safety task ({', '.join(SAFE_VELOCITY)})")
 
 
+def scripted_choices(demonstrators: dict[str, dict[str, Any]]) -> str:
+    """``env=pointmass expert.scripted=curling, ...``: every scripted demonstrator, for error messages."""
+    return ", ".join(f"env={env} expert.scripted={name}" for env, names in demonstrators.items() for name in names)
+
+
 def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeStore]:
     """All three stages; returns the written datasets by kind (``expert``, ``medium``, ``medium-replay``).
 
+    With ``expert.scripted`` only stage 3 runs: the scripted demonstrator's ``scripted`` dataset.
     ``command`` (the command line that started the run) is recorded in each dataset's metadata.
     """
     validate(cfg)
     name = cfg.env.name
     kinds = list(cfg.datasets.kinds)
-    if cfg.expert.load:
+    if cfg.expert.scripted:
+        expert = ScriptedPolicy(name, cfg.expert.scripted, cfg.seed)
+        medium = None
+    elif cfg.expert.load:
         expert = ExpertPolicy.load(cfg.expert.load)
         medium = ExpertPolicy.load(cfg.expert.load_medium) if cfg.expert.load_medium else None
     else:
         expert = train_expert(cfg, run)
         medium = None
-    expert.save(run.folder / "expert" / "expert")
-    expert_return = float(expert.info.get("return_mean") or evaluate(expert, name, cfg.expert.eval_episodes, cfg.seed + 10_000)["return_mean"])
+    if not cfg.expert.scripted:
+        expert.save(run.folder / "expert" / "expert")
+        expert_return = float(expert.info.get("return_mean") or evaluate(expert, name, cfg.expert.eval_episodes, cfg.seed + 10_000)["return_mean"])
     if medium is None and {"medium", "medium-replay"} & set(kinds):
         ds = cfg.datasets
         medium = pick_medium(run.folder / "expert" / "snapshots", expert, name, ds.medium_fraction, ds.medium_eval_episodes, cfg.seed + 30_000)
     if medium is not None:
         medium.save(run.folder / "expert" / "medium")
-    policies = {"expert": expert, "medium": medium, "medium-replay": medium}
+    policies = {"expert": expert, "medium": medium, "medium-replay": medium, "scripted": expert}
 
     act_space = make_env(name).action_space
     random_return = float(evaluate(UniformPolicy(act_space), name, cfg.datasets.random_episodes, cfg.seed + 20_000)["return_mean"])
@@ -349,8 +399,8 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
             continue
         steps, n_envs, seed = cfg.datasets.steps, cfg.datasets.n_envs, cfg.seed + 1000 * (i + 1)
         recorded[kind] = record(pol, name, steps, n_envs, seed, stochastic=True, desc=f"{kind} data")
-    if "expert" in recorded:
-        data, ends = recorded["expert"]
+    if {"expert", "scripted"} & set(recorded):  # the demonstrator's data return is the "expert" reference (score 100)
+        data, ends = recorded.get("expert") or recorded["scripted"]
         starts = np.concatenate([[0], ends[:-1]])
         # Episodes cut short by the end of recording would drag the mean down; full-length ones count.
         complete = ~data["truncated"][ends - 1] | (np.diff(np.concatenate([[0], ends])) >= cfg.env.max_episode_steps)
@@ -363,7 +413,9 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
     versions = {"gymnasium": gym.__version__, "mujoco": __import__("mujoco").__version__, "stable_baselines3": __import__("stable_baselines3").__version__}
     for kind, (data, ends) in recorded.items():
         pol = policies[kind]
-        how = "replay buffer of SB3 SAC up to the medium snapshot" if kind == "medium-replay" else f"SB3 SAC actor ({kind}), sampled actions"
+        how = {"medium-replay": "replay buffer of SB3 SAC up to the medium snapshot", "scripted": f"scripted demonstrator '{cfg.expert.scripted}'"}
+        how = how.get(kind, f"SB3 SAC actor ({kind}), sampled actions")
+        info = getattr(pol, "info", {})
         meta = {
             "source": "rlft collect",
             "env_id": to_env_id(name),
@@ -372,9 +424,9 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
             "ref_returns": return_range(data["reward"], ends) if "cost" in data else {"random": random_return, "expert": expert_data_return},
             "collection": {
                 "policy": how,
-                "policy_step": pol.info.get("step"),
-                "policy_eval_return": pol.info.get("return_mean"),
-                "policy_sampled_return": pol.info.get("sampled_return_mean"),
+                "policy_step": info.get("step"),
+                "policy_eval_return": info.get("return_mean"),
+                "policy_sampled_return": info.get("sampled_return_mean"),
                 "cost_penalty": cfg.expert.cost_penalty,
                 "command": command,
                 "seed": cfg.seed,

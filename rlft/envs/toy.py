@@ -15,6 +15,7 @@ the shortcut. :func:`mixed_safety_demonstrator` records both, half the episodes 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -116,6 +117,23 @@ def mixed_safety_demonstrator(obs: np.ndarray, rng: np.random.Generator, detour:
     step = direction / np.maximum(np.abs(direction).max(1, keepdims=True), 1e-6)  # full speed on the larger axis
     return np.clip(step * np.minimum(1.0, np.abs(direction).max(1, keepdims=True) / 0.1) + 0.2 * rng.standard_normal(step.shape), -1, 1).astype(np.float32)
 
+
+def mixed_by_index(obs: np.ndarray, rng: np.random.Generator, index: np.ndarray) -> np.ndarray:
+    """:func:`mixed_safety_demonstrator` with the detour taken by the odd sub-envs ``index`` [N]: half the episodes each."""
+    return mixed_safety_demonstrator(obs, rng, index % 2 == 1)
+
+
+def curling_by_index(obs: np.ndarray, rng: np.random.Generator, index: np.ndarray) -> np.ndarray:
+    """:func:`curling_demonstrator`, the same for every sub-env."""
+    return curling_demonstrator(obs, rng)
+
+
+# Scripted demonstrators by task and name (``rlft collect env=<task> expert.scripted=<name>``):
+# (obs [N, obs_dim], rng, sub-env index [N]) -> actions [N, act_dim].
+DEMONSTRATORS: dict[str, dict[str, Callable[[np.ndarray, np.random.Generator, np.ndarray], np.ndarray]]] = {
+    "pointmass": {"curling": curling_by_index},
+    "pointmass_safe": {"mixed": mixed_by_index},
+}
 
 if ID not in gym.registry:
     gym.register(id=ID, entry_point=PointMass, max_episode_steps=50)

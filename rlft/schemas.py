@@ -588,7 +588,8 @@ COMMANDS: Dict[str, type] = {
 @dataclass
 class PPOConfig:
     """What chain PPO (DPPO, ReinFlow) and ResiP share: GAE, clipped ratios, epochs, two AdamW optimizers
-    with warm-up + cosine from ``*_lr`` to ``*_min_lr``, a V(s) critic MLP."""
+    with warm-up + cosine from ``*_lr`` to ``*_min_lr``, a V(s) critic MLP, and the DDRL data anchor
+    (``data_coef`` x the provider's loss on ``data_batch_size`` demonstration windows a step)."""
 
     name: str = MISSING
     policy: str = MISSING
@@ -611,12 +612,14 @@ class PPOConfig:
     reward_scaling: bool = MISSING
     critic_hidden: int = MISSING
     critic_depth: int = MISSING
+    data_coef: float = MISSING
+    data_batch_size: int = MISSING
 
     def __post_init__(self) -> None:
         non_empty(self, "name", "policy")
         fraction(self, "gamma", "gae_lambda")
-        positive(self, "clip", "update_epochs", "batch_size", "target_kl", "max_grad_norm", "critic_hidden", "critic_depth")
-        non_negative(self, "vf_coef", "ent_coef", "lr_warmup", "actor_weight_decay", "critic_weight_decay")
+        positive(self, "clip", "update_epochs", "batch_size", "target_kl", "max_grad_norm", "critic_hidden", "critic_depth", "data_batch_size")
+        non_negative(self, "vf_coef", "ent_coef", "lr_warmup", "actor_weight_decay", "critic_weight_decay", "data_coef")
         learning_rate(self, "actor_lr", "critic_lr")
         min_learning_rate(self, "actor_lr", "actor_min_lr")
         min_learning_rate(self, "critic_lr", "critic_min_lr")
@@ -625,19 +628,17 @@ class PPOConfig:
 @dataclass
 class ChainConfig(PPOConfig):
     """PPO over a policy's sampling chain of ``steps`` steps, with element-wise log-probs clamped to
-    ``logprob_clamp``, and the optional regularisers: ``reg_coef`` (the provider's own) and ``data_coef``
-    (the demonstration anchor, ``data_batch_size`` windows a step)."""
+    ``logprob_clamp``, and the provider's own regulariser ``reg_coef`` (next to PPO's ``data_coef``, the
+    demonstration anchor, ``data_batch_size`` windows a step)."""
 
     steps: int = MISSING
     logprob_clamp: Optional[List[float]] = MISSING
     reg_coef: float = MISSING
-    data_coef: float = MISSING
-    data_batch_size: int = MISSING
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive(self, "steps", "data_batch_size")
-        non_negative(self, "reg_coef", "data_coef")
+        positive(self, "steps")
+        non_negative(self, "reg_coef")
         if self.logprob_clamp is not None and not (len(self.logprob_clamp) == 2 and self.logprob_clamp[0] < self.logprob_clamp[1]):
             _fail("logprob_clamp", self.logprob_clamp, "must be [low, high] with low < high, or null")
 

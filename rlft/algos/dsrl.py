@@ -297,6 +297,7 @@ class SteeringLearner:
     def __init__(self, cfg: DictConfig, base: Policy, rng: np.random.Generator, device: torch.device):
         algo = cfg.algo
         self.cfg, self.policy = cfg, base
+        self.data_loss = None  # the base never changes; the noise actor has no likelihood of actions
         self.venv = LatentNoiseVecEnv(cfg.env.name, cfg.train.n_envs, base, algo.bound, algo.gamma, algo.steps, cfg.train.backend)
         self.venv.seed(cfg.seed)
         self.learner = SB3SAC(self.venv, algo, cfg.seed, device) if algo.name == "dsrl" else NoiseAliasedSAC(self.venv, algo)

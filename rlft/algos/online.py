@@ -6,7 +6,10 @@ iterations. The skeleton seeds everything, loads the base, asks the algorithm fo
 algorithm and its config), and runs the iterations under :func:`rlft.runtime.trainer.fit` (one fit step
 = one iteration: logging, checkpoints, exact resume). Around each iteration it counts env steps and
 wall time (checkpointed), logs training returns of the episodes that ended, and evaluates the learner's
-acting policy every ``cfg.eval.every`` iterations, at the first and at the last.
+acting policy every ``cfg.eval.every`` iterations, at the first and at the last. Each evaluation also
+logs the reward-hacking diagnostics against the run's ``data=`` demonstrations (``diag/*``,
+:mod:`rlft.runtime.diagnostics`) where they fit the base, and on a proxy-reward task (``env=hopper_fwd``,
+:mod:`rlft.envs.proxy`) the return on the true task (``eval/true_*``).
 
 Learners: chain PPO (DPPO, ReinFlow, ResiP; :mod:`rlft.algos.onpolicy.finetune`) and SAC over the
 initial noise (DSRL, DSRL-NA; :mod:`rlft.algos.dsrl`).
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -25,23 +28,32 @@ from torch import nn
 
 from rlft.algos.registry import get
 from rlft.datasets.store import resolve_path
+from rlft.envs.proxy import true_task
 from rlft.envs.registry import check_fits_env
 from rlft.errors import CheckpointError, ConfigError
 from rlft.policies.acting import ActingPolicy
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import load_policy, read_spec, write_spec
+from rlft.runtime.diagnostics import Demonstrations, demonstrations_for
 from rlft.runtime.evaluate import evaluate
 from rlft.runtime.run import Run
 from rlft.runtime.seeding import seed_everything
 from rlft.runtime.trainer import fit
 
-PLOTTED = (("train/return_mean", "eval/return_mean"),)  # learning_curve.png: one panel, both returns
+# learning_curve.png: both returns (and the true task's on a proxy task), then the diagnostics against the data
+PLOTTED = (
+    ("train/return_mean", "eval/return_mean", "eval/true_return_mean"),
+    ("diag/data_loss", "diag/data_loss_base"),
+    ("diag/state_distance", "diag/state_distance_data"),
+    ("diag/jerk", "diag/jerk_data"),
+)
 
 
 class OnlineLearner(Protocol):
     """What an online algorithm gives the skeleton.
 
     * ``policy``: the Policy saved as the run's ``policy`` weights (the fine-tuned copy, or the frozen base);
+    * ``data_loss``: the learner's loss on demonstration windows (the DDRL anchor), or None where it has none;
     * ``modules()`` / ``optimizers()``: everything a checkpoint holds for exact resume;
     * ``iteration(itr)``: one iteration (1-based): (metrics, env steps taken, episodes that ended there);
     * ``acting_policy()``: what evaluation runs now;
@@ -49,6 +61,7 @@ class OnlineLearner(Protocol):
     """
 
     policy: Policy
+    data_loss: Callable[[Mapping[str, torch.Tensor]], torch.Tensor] | None
 
     def modules(self) -> dict[str, nn.Module]: ...
 
@@ -112,6 +125,10 @@ def run_online(cfg: DictConfig, run: Run, build: Callable[[DictConfig, Policy, n
     write_spec(run.folder, learner.policy, meta)
     refs = (meta["ref_returns"]["random"], meta["ref_returns"]["expert"]) if meta.get("ref_returns") else None
     n_iters = cfg.train.iterations
+    demos: Demonstrations | None = demonstrations_for(cfg, base) if cfg.eval.episodes else None
+    data_loss = learner.data_loss
+    base_loss = demos.data_loss(data_loss, learner.policy) if demos is not None and data_loss is not None else None  # before any update
+    truth = true_task(cfg.env.name)
 
     def iteration(itr: int) -> dict[str, Any]:
         start = time.perf_counter()
@@ -133,9 +150,17 @@ def run_online(cfg: DictConfig, run: Run, build: Callable[[DictConfig, Policy, n
             was_training = policy.training
             policy.eval()
             limit = cfg.env.get("cost_limit")
-            result = evaluate(policy, cfg.env.name, cfg.eval.episodes, cfg.eval.seed, backend=cfg.train.backend, refs=refs, cost_limit=limit)
-            policy.train(was_training)
+            common = {"backend": cfg.train.backend, "cost_limit": limit}
+            # on a proxy task the data's reference returns score the true task's return only
+            result = evaluate(policy, cfg.env.name, cfg.eval.episodes, cfg.eval.seed, refs=None if truth else refs, trace=demos is not None, **common)
+            trace = {"jerk": result.pop("jerk", None), "states": result.pop("states", None)}
             metrics |= {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
+            if truth:
+                true = evaluate(policy, truth, cfg.eval.episodes, cfg.eval.seed, refs=refs, **common)
+                metrics |= {f"eval/true_{k}": true[k] for k in ("return_mean", "return_std", "normalized_score", "length_mean") if true[k] is not None}
+            policy.train(was_training)
+            if demos is not None:
+                metrics |= demos.diagnostics(trace, data_loss, learner.policy) | ({"diag/data_loss_base": base_loss} if base_loss is not None else {})
         return metrics
 
     try:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from rlft.envs.base import BatchedEnv
+from rlft.envs.proxy import proxy_kwargs
 from rlft.envs.registry import env_id, velocity_limit
 from rlft.errors import ConfigError
 
@@ -38,6 +39,7 @@ def make(
     if not isinstance(n_envs, int) or isinstance(n_envs, bool) or n_envs < 1:
         raise ConfigError(f"n_envs must be a positive integer, got {n_envs!r}")
     gym_id, limit = env_id(name), velocity_limit(name)
+    env_kwargs = proxy_kwargs(name) | env_kwargs  # hopper_fwd: Hopper-v5 on the forward velocity alone
     if backend == "auto":
         backend = _auto_backend(gym_id, torch.device(device), env_kwargs, limit is not None)
     if backend == "native":

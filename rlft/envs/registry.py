@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from rlft.envs.proxy import PROXY_TASKS, proxy_kwargs
 from rlft.envs.safety import SAFE_VELOCITY, costs_in_info
 from rlft.errors import ConfigError
 from rlft.paths import CONFIG_DIR
@@ -32,11 +33,14 @@ BUNDLED = {"pointmass": "rlft/PointMass-v0", "pointmass_safe": "rlft/SafePointMa
 
 def env_id(name: str) -> str:
     """Gymnasium id for a short name (``hopper`` -> ``Hopper-v5``, ``hopper_vel`` -> ``Hopper-v5`` with a
-    velocity cost, see :func:`velocity_limit`); full ids pass through."""
+    velocity cost, see :func:`velocity_limit`, ``hopper_fwd`` -> ``Hopper-v5`` with a proxy reward, see
+    :mod:`rlft.envs.proxy`); full ids pass through."""
     import rlft.envs.toy  # noqa: F401  (registers the bundled tasks)
 
     if name in LOCOMOTION:
         return LOCOMOTION[name]
+    if name in PROXY_TASKS:
+        return LOCOMOTION[PROXY_TASKS[name][0]]
     if name in SAFE_VELOCITY:
         return SAFE_VELOCITY[name]
     if name in BULLET_SAFETY or (name.startswith("Safety") and name not in gym.registry):
@@ -49,7 +53,7 @@ def env_id(name: str) -> str:
         return BUNDLED[name]
     if name in gym.registry:
         return name
-    short = sorted(LOCOMOTION | BUNDLED | SAFE_VELOCITY | BULLET_SAFETY)
+    short = sorted(LOCOMOTION | BUNDLED | SAFE_VELOCITY | BULLET_SAFETY | PROXY_TASKS)
     raise ConfigError(f"unknown env '{name}'; short names: {', '.join(short)}, or any registered gymnasium id")
 
 
@@ -66,7 +70,7 @@ def make(name: str, cost_penalty: float = 0.0, **kwargs: Any) -> gym.Env:
     times the cost from the reward (a fixed Lagrangian weight, for training constrained experts)."""
     from rlft.envs.safety import CostPenalty, VelocityCost
 
-    env = gym.make(env_id(name), **kwargs)
+    env = gym.make(env_id(name), **(proxy_kwargs(name) | kwargs))
     limit = velocity_limit(name)
     if limit is not None:
         env = VelocityCost(env, limit)
@@ -111,7 +115,7 @@ def make_vector(name: str, n_envs: int, seed: int | None = None, asynchronous: b
         num_envs=n_envs,
         vectorization_mode="async" if asynchronous else "sync",
         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-        **dict(kwargs or {}),
+        **(proxy_kwargs(name) | dict(kwargs or {})),
     )
     if seed is not None:
         env.reset(seed=seed)

@@ -60,6 +60,7 @@ def evaluate(
     env_kwargs: Mapping[str, Any] | None = None,
     stochastic: bool | None = None,
     cost_limit: float | None = None,
+    trace: bool = False,
 ) -> dict[str, Any]:
     """Return ``{return_mean, return_std, normalized_score, success_rate, episodes, env_steps_per_s, ...}``.
 
@@ -68,7 +69,9 @@ def evaluate(
     ``normalized_reward`` ((R - R_min) / (R_max - R_min) with ``refs`` as (R_min, R_max), DSRL's).
     ``policy``: an :class:`~rlft.policies.acting.ActingPolicy`. ``stochastic``: None = its ``default_stochastic``.
     Its ``end_episodes(done [N])`` is called after every step and with all True after the reset (ResiP
-    keeps a queue of base actions across steps).
+    keeps a queue of base actions across steps). ``trace``: also return ``jerk`` (the counted episodes' mean
+    action second-difference norm, :func:`rlft.runtime.diagnostics.mean_jerk`) and ``states`` [M, obs_dim]
+    (their observations at every chunk start), for the fine-tuning diagnostics.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1 (got {episodes})")
@@ -82,6 +85,7 @@ def evaluate(
         stochastic = policy.default_stochastic
     frames: list[np.ndarray] = []
     counted: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]  # episodes per sub-env, in order
+    running: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = [([], []) for _ in range(n_envs)]  # trace: actions, states
     env_steps = 0
     try:
         obs, _ = env.reset(seed=seed)
@@ -89,14 +93,25 @@ def evaluate(
         start = time.perf_counter()
         while any(len(c) < q for c, q in zip(counted, quota)):
             chunk = policy.sample(obs, steps=steps, stochastic=stochastic, generator=generator)
+            before = obs[:, -1].cpu() if trace else None
             obs, _, terminated, truncated, info = env.step(chunk)
+            if trace:
+                executed = info["steps"].tolist()
+                for i, (actions, states) in enumerate(running):
+                    actions.append(chunk[i, : executed[i]].cpu())
+                    states.append(before[i])
             policy.end_episodes(terminated | truncated)
             if video is not None and not counted[0]:
                 frames.append(base.render(0))
             env_steps += int(info["steps"].sum())
             for episode in base.pop_episodes():
-                if len(counted[episode["env"]]) < quota[episode["env"]]:
-                    counted[episode["env"]].append(episode)
+                i = episode["env"]
+                if trace:  # a sub-env ends at most one episode per chunk: what it ran since its last end is this one
+                    actions, states = running[i]
+                    episode |= {"actions": torch.cat(actions).numpy(), "states": torch.stack(states)}
+                    running[i] = ([], [])
+                if len(counted[i]) < quota[i]:
+                    counted[i].append(episode)
         elapsed = time.perf_counter() - start
     finally:
         env.close()
@@ -119,6 +134,11 @@ def evaluate(
         result |= {"cost_mean": float(costs.mean()), "cost_std": float(costs.std()), "cost_limit": limit}
         result |= {"normalized_cost": normalized_cost(costs.mean(), limit), "safe": normalized_cost(costs.mean(), limit) < 1.0}
         result["normalized_reward"] = float(normalized_score(flat.mean(), *refs)) / 100.0 if refs else None
+    if trace:
+        from rlft.runtime.diagnostics import mean_jerk
+
+        result["jerk"] = mean_jerk([e["actions"] for e in episodes_done])
+        result["states"] = torch.cat([e["states"] for e in episodes_done])
     if video is not None:
         result["video"] = str(write_video(video, frames, fps=1.0 / (getattr(base, "dt", 1 / 30) * policy.act_steps)))
     return result

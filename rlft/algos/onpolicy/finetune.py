@@ -53,6 +53,7 @@ class ChainPPOLearner:
         self.env = ActionChunk(ObsHistory(self.batched, base.obs_horizon), self.provider.exec_steps)  # ResiP: one env step
         self.scaler = RewardScaler(self.n_envs, algo.gamma) if algo.reward_scaling else None
         self.demo_batch = _demo_batches(cfg, self.policy, rng, device) if algo.get("data_coef") else None
+        self.data_loss = self.provider.data_loss  # the anchor's loss, also the held-out diagnostic
 
     def modules(self) -> dict[str, nn.Module]:
         return {"provider": self.provider, "critic": self.critic} | ({"scaler": self.scaler} if self.scaler else {})
@@ -89,9 +90,9 @@ def finetune(cfg: DictConfig, run: Run) -> ActingPolicy:
 
 
 def _demo_batches(cfg: DictConfig, actor: Policy, rng: Any, device: torch.device) -> Any:
-    """The DDRL anchor's data: windows of the demonstration dataset, ``cfg.algo.data_batch_size`` at a time."""
-    from rlft.datasets.sampler import WindowSampler
-    from rlft.datasets.store import EpisodeStore
+    """The DDRL anchor's data: windows of the demonstrations' training episodes (every 10th episode is held out for
+    the diagnostics, :class:`rlft.runtime.diagnostics.Demonstrations`), ``cfg.algo.data_batch_size`` at a time."""
+    from rlft.runtime.diagnostics import Demonstrations
 
-    sampler = WindowSampler(EpisodeStore(cfg.data.path), obs_keys=list(actor.obs_shapes), obs_horizon=actor.obs_horizon, horizon=actor.horizon)
-    return lambda: {k: v.to(device) for k, v in sampler.sample(cfg.algo.data_batch_size, rng).items()}
+    demos = Demonstrations(cfg.data.path, next(iter(actor.obs_shapes)), actor.obs_horizon, actor.horizon)
+    return lambda: {k: v.to(device) for k, v in demos.anchor_batch(cfg.algo.data_batch_size, rng).items()}

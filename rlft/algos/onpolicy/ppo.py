@@ -75,8 +75,8 @@ class ChainPPO:
         stored_lp = rollout.stored["log_probs"].flatten(0, 1)  # [n, K'] (per step) or [n, 1] (chain), from sampling
         adv, returns = adv.flatten(), returns.flatten()
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        # regularisers of chain fine-tuning (DPPO's BC term, ReinFlow's, the DDRL data anchor); ResiP's config has none
-        reg_coef, data_coef = cfg.get("reg_coef") or 0.0, cfg.get("data_coef") or 0.0
+        # regularisers: the chains' own (DPPO's BC term, ReinFlow's; ResiP has none) and the DDRL data anchor
+        reg_coef, data_coef = cfg.get("reg_coef") or 0.0, cfg.data_coef
         k_steps = stored_lp.shape[1] if provider.per_step else 1
         n_items = n * k_steps  # (sample, step) pairs or samples
         batch = min(cfg.batch_size, n_items)
@@ -118,7 +118,7 @@ class ChainPPO:
                     extra.append(("loss/regularizer", provider.regularizer(obs[sample_idx])))
                     loss = loss + reg_coef * extra[-1][1]
                 if data_coef and demo_batch is not None:
-                    extra.append(("loss/data", provider.actor.loss(demo_batch())))
+                    extra.append(("loss/data", provider.data_loss(demo_batch())))
                     loss = loss + data_coef * extra[-1][1]
                 self.actor_opt.zero_grad(set_to_none=True)
                 self.critic_opt.zero_grad(set_to_none=True)

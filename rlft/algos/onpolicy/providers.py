@@ -58,6 +58,10 @@ class ChainProvider(nn.Module):
         """What evaluation runs: the fine-tuned policy itself."""
         return self.actor
 
+    def data_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The DDRL anchor on demonstration windows: the fine-tuned policy's own pretraining loss (a scalar)."""
+        return self.actor.loss(batch)
+
     def end_episodes(self, done: torch.Tensor) -> None:
         """Sub-envs ``done`` [N] ended an episode; chains keep no state across steps."""
 

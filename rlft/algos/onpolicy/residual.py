@@ -154,6 +154,21 @@ class ResidualProvider(nn.Module):
         log_probs = gaussian_log_prob(residual, mean, std).sum(-1, keepdim=True)
         return executed_actions(self.base[0], base_action, residual, self.scale), {"base_action": base_action, "residual": residual, "log_probs": log_probs}
 
+    def data_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The DDRL anchor on demonstration windows (a scalar): the negative log-likelihood, per action dim, of the
+        demonstrated action a_t under base + scale x residual, the base planning afresh at t from fixed initial
+        noise (so the queue's position and the clip are left out): the residual N(mean, std) scores the
+        residual the demonstration needs, (normalized a_t - base action) / scale."""
+        base = self.base[0]
+        obs = {k: batch[k] for k in base.obs_shapes}
+        device = base.action_norm.center.device
+        with torch.no_grad():
+            noise = base.initial_noise(batch["action"].shape[0], torch.Generator(device=device).manual_seed(0))
+            base_action = self.queue.plan(obs, noise)[:, 0]
+        needed = (base.action_norm(batch["action"][:, 0].to(device, torch.float32)) - base_action) / self.scale
+        mean = self.residual(base.normalized_state(obs), base_action)
+        return -gaussian_log_prob(needed, mean, self.residual.log_std.exp().expand_as(mean)).mean()
+
     def chain_log_probs(self, obs: torch.Tensor, sampled: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-prob [B], entropy [B]) of the stored residuals under the current residual actor."""
         return self.residual.log_prob(self.base[0].normalized_state(obs), sampled["base_action"], sampled["residual"])

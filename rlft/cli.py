@@ -425,6 +425,29 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
     return _run_tool("bench", args, bench_rollout, summary_line)
 
 
+def cmd_bench_finetune(args: argparse.Namespace) -> int:
+    """``rlft bench finetune``: the finetune config (train.n_steps 50 unless given), one timed iteration."""
+    from rlft.algos.online import check
+    from rlft.algos.onpolicy.bench import bench_finetune, summary_lines
+    from rlft.algos.registry import get
+    from rlft.runtime.seeding import set_threads
+
+    overrides = list(args.overrides)
+    if not any(o.startswith("train.n_steps=") for o in overrides):
+        overrides.insert(0, "train.n_steps=50")
+    cfg = compose("finetune", overrides)
+    if get(cfg.algo.name, "online").provider is None:
+        raise ConfigError(f"algo={cfg.algo.name}: rlft bench finetune times chain PPO (dppo, reinflow, resip)")
+    check(cfg)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    set_threads(cfg.threads)
+    result = bench_finetune(cfg)
+    print(json.dumps(result) if args.json else summary_lines(result))
+    return 0
+
+
 def cmd_bench_latency(args: argparse.Namespace) -> int:
     from rlft.export.latency import bench_latency, summary_lines
 
@@ -644,6 +667,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Step a batched env with uniform-random actions and report env steps/s next to the raw batched\n"
         "mj_step rate of the same model and frame skip (configs/bench.yaml).\n\n"
         "example: rlft bench rollout env=hopper backend=native n_envs=64 --json",
+    )
+    _add_tool_command(
+        bench_sub,
+        "finetune",
+        cmd_bench_finetune,
+        "one chain-PPO iteration timed by phase, with its compute floor",
+        "Time one iteration of DPPO, ReinFlow or ResiP (after an untimed one) by phase: physics, policy and\n"
+        "critic in the rollout; old log-probs, forward, optimizer and backward in the update; and the update's\n"
+        "compute floor (FLOPs per sample-gradient x sample-gradients / the measured matmul rate). Overrides as\n"
+        "for rlft finetune (configs/finetune.yaml); train.n_steps is 50 unless given.\n\n"
+        "example: rlft bench finetune algo=dppo env=hopper --json",
     )
     _add_tool_command(
         bench_sub,

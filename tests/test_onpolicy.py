@@ -1,5 +1,7 @@
 """On-policy fine-tuning: GAE, rollout bootstrapping, exact PPO ratios, and DPPO / ReinFlow learning on a toy task."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,24 @@ def test_regularisers_run_and_are_logged(toy, algo):
     assert main([*args, f"run.dir={toy}", f"run.name=reg-{algo}"]) == 0
     row = read_metrics(toy / f"reg-{algo}")[-1]
     assert row["loss/regularizer"] != 0 and row["loss/data"] > 0  # DPPO's is a negative log-likelihood: any sign
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_bench_finetune_times_every_phase_and_the_floor(toy, algo, capsys):
+    """rlft bench finetune: the phases add up to the iteration, every sample-gradient is counted, the floor is
+    below the measured update (it only counts matmuls at the best matmul rate)."""
+    preset, algo_args = ALGOS[algo]
+    args = ["bench", "finetune", f"algo={algo}", f"base={toy / f'pre-{preset}'}", *TOY_FINETUNE, *algo_args, "train.n_envs=4", "train.n_steps=5"]
+    assert main([*args, "algo.target_kl=100", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    rollout, update = r["phases_s"]["rollout"], r["phases_s"]["update"]
+    assert sum(rollout.values()) == pytest.approx(r["rollout_s"]) and sum(update.values()) == pytest.approx(r["update_s"])
+    assert r["iteration_s"] == pytest.approx(r["rollout_s"] + r["update_s"])
+    assert min(rollout["physics"], rollout["policy"], update["forward"], update["logprob_recompute"]) > 0
+    items = 4 * 5 * (5 if algo == "dppo" else 1)  # (env step, fine-tuned denoising step) pairs or chains
+    epochs = 5  # both toy settings: 5 epochs (no KL stop at target_kl 100)
+    assert r["epochs"] == epochs and r["sample_gradients"] == items * epochs
+    assert r["env_steps"] == 4 * 5 * 2  # act_steps 2
+    assert r["flops_per_sample_gradient"] > 0 and 0 < r["update_floor_s"] < r["update_s"]
+    assert main(["bench", "finetune", "algo=dsrl", f"base={toy / 'pre-flow_mlp'}", "env=pointmass"]) == 2
+    assert "times chain PPO" in capsys.readouterr().err

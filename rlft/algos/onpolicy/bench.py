@@ -11,8 +11,9 @@ measured by wrapping the learner's own calls (nothing in the loop changes):
 
 The compute floor: FLOPs of one sample-gradient (the forward + backward of the actor's log-prob and the
 critic on one item, counted by :class:`torch.utils.flop_counter.FlopCounterMode`) times the sample-gradients
-the update took, over the measured float32 matmul rate of this machine (a square matmul of the actor's
-width on 1 and on 2 threads): the update can not run faster than that.
+the update took, over the measured float32 matmul rate of this machine on the run's torch threads (a
+[4096, width] x [width, width] matmul at the actor's width; the rates on 1 and 2 threads are reported too):
+the update can not run faster than that.
 """
 
 from __future__ import annotations
@@ -142,8 +143,9 @@ def bench_finetune(cfg: DictConfig) -> dict[str, Any]:
             "rest": update_s - s.get("logprob_recompute", 0.0) - s.get("forward", 0.0) - s.get("optimizer", 0.0),
         },
     }
-    rates = {1: matmul_rate(width, 1), 2: matmul_rate(width, 2)}
-    floor_s = flops * timers.items / rates[1]
+    threads = torch.get_num_threads()
+    rates = {n: matmul_rate(width, n) for n in sorted({1, 2, threads})}
+    floor_s = flops * timers.items / rates[threads]  # at the threads the update ran on
     return {
         "algo": cfg.algo.name,
         "env": cfg.env.name,
@@ -162,10 +164,10 @@ def bench_finetune(cfg: DictConfig) -> dict[str, Any]:
         "epochs": metrics.get("ppo/epochs"),
         "flops_per_sample_gradient": flops,
         "matmul_width": width,
-        "matmul_flops_per_s": {"1_thread": rates[1], "2_threads": rates[2]},
+        "matmul_flops_per_s": {f"{n}_thread{'s' if n > 1 else ''}": rate for n, rate in rates.items()},
         "update_floor_s": floor_s,
         "update_over_floor": update_s / floor_s,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "load": [load_before, os.getloadavg()[0]],
     }
 
@@ -173,6 +175,10 @@ def bench_finetune(cfg: DictConfig) -> dict[str, Any]:
 def summary_lines(r: dict[str, Any]) -> str:
     """The human-readable report of :func:`bench_finetune`."""
     ro, up = r["phases_s"]["rollout"], r["phases_s"]["update"]
+
+    def rate(n: int) -> float:
+        return r["matmul_flops_per_s"][f"{n}_thread{'s' if n > 1 else ''}"]
+
     lines = [
         f"{r['algo']} on {r['env']}: {r['n_envs']} envs x {r['n_steps']} steps = {r['env_steps']} env steps, "
         f"{r['iteration_s']:.2f} s: {r['env_steps_per_s']:.0f} env steps/s for the whole iteration; load {r['load'][0]:.2f} -> {r['load'][1]:.2f}",
@@ -181,7 +187,7 @@ def summary_lines(r: dict[str, Any]) -> str:
         f"  update  {r['update_s']:6.2f} s ({r['sample_gradients']} sample-gradients in {r['epochs']:g} epochs, {r['sample_gradients_per_s']:.0f}/s): "
         f"old log-probs {up['logprob_recompute']:.2f}, forward {up['forward']:.2f}, optimizer {up['optimizer']:.2f}, backward and rest {up['rest']:.2f}",
         f"  floor   {r['update_floor_s']:6.2f} s ({r['flops_per_sample_gradient'] / 1e6:.2f} MFLOP per sample-gradient at "
-        f"{r['matmul_flops_per_s']['1_thread'] / 1e9:.1f} GFLOP/s, 1 thread; {r['matmul_flops_per_s']['2_threads'] / 1e9:.1f} on 2): "
+        f"{rate(r['threads']) / 1e9:.1f} GFLOP/s on {r['threads']} thread(s); {rate(1) / 1e9:.1f} on 1, {rate(2) / 1e9:.1f} on 2): "
         f"the update takes {r['update_over_floor']:.1f}x its floor",
     ]
     return "\n".join(lines)

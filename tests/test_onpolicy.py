@@ -142,7 +142,9 @@ def test_reinflow_noise_bound_schedule():
 
 
 def test_resume_reproduces_the_uninterrupted_run(toy):
+    """... with evaluations, the hacking diagnostics and the data anchor on (their draws must resume too)."""
     args = ["finetune", "algo=reinflow", f"base={toy / 'pre-flow_mlp'}", *TOY_FINETUNE, "algo.batch_size=100", f"run.dir={toy}"]
+    args += ["eval.episodes=4", "eval.every=2", f"data.path={toy / 'demos.zarr'}", "data.env=pointmass", "algo.data_coef=0.1"]
     assert main([*args, "train.iterations=6", "run.name=straight"]) == 0
     assert main([*args, "train.iterations=6", "run.name=broken", "train.checkpoint_every=3"]) == 0
     # cut the second run back to its checkpoint at iteration 3 and resume it
@@ -151,9 +153,10 @@ def test_resume_reproduces_the_uninterrupted_run(toy):
     ckpts = sorted((toy / "broken" / "checkpoints").iterdir())
     shutil.rmtree(ckpts[-1])
     assert main([*args, "train.iterations=6", "run.name=broken", "train.checkpoint_every=3", "--resume"]) == 0
-    timing = ("time_s", "env_steps_per_s", "rollout_s")
+    timing = ("time_s", "env_steps_per_s", "rollout_s", "eval/env_steps_per_s")
     strip = [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(toy / "broken")]
     assert strip == [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(toy / "straight")]
+    assert "diag/data_loss" in strip[-1] and "loss/data" in strip[-1]
 
 
 def test_finetune_bad_input(toy, capsys):

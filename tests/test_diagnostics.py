@@ -11,6 +11,7 @@ from rlft.algos.onpolicy.finetune import ChainPPOLearner
 from rlft.algos.onpolicy.rollout import collect_rollout
 from rlft.cli import main
 from rlft.config import compose
+from rlft.datasets.store import EpisodeStore
 from rlft.envs import make
 from rlft.envs.proxy import true_task
 from rlft.runtime.checkpoint import load_policy
@@ -57,7 +58,7 @@ def test_state_distance_grows_with_drift_from_the_demonstrations(tmp_path):
     from conftest import record_demos
 
     record_demos(tmp_path / "demos.zarr", steps=3000)
-    demos = Demonstrations(str(tmp_path / "demos.zarr"), "obs", 1, 1)
+    demos = Demonstrations(EpisodeStore(tmp_path / "demos.zarr"), "obs", 1, 1)
     like_data = evaluate(ScriptedPolicy("pointmass", "curling", seed=1), "pointmass", 10, seed=3, trace=True)
     corner = evaluate(_Constant([-1.0, -1.0]), "pointmass", 10, seed=3, trace=True)  # pinned at (-1.5, -1.5)
     near, far = demos.state_distance(like_data["states"]), demos.state_distance(corner["states"])
@@ -65,13 +66,13 @@ def test_state_distance_grows_with_drift_from_the_demonstrations(tmp_path):
     # the anchor never draws a held-out episode's step (every 10th episode)
     held = set(demos.held_steps.tolist())
     drawn = demos.anchor_batch(4096, np.random.default_rng(0))["obs"][:, 0]
-    held_obs = torch.from_numpy(np.asarray(demos.sampler.store["obs"])[sorted(held)])
+    held_obs = torch.from_numpy(np.asarray(demos.store["obs"])[sorted(held)])
     assert not (torch.cdist(drawn, held_obs).min(dim=1).values == 0).any()
 
 
 def test_data_loss_is_fixed_leaves_training_draws_alone_and_grows_with_drift(toy):
     policy = load_policy(toy / "pre-flow_mlp")
-    demos = Demonstrations(str(toy / "demos.zarr"), "obs", policy.obs_horizon, policy.horizon)
+    demos = Demonstrations(EpisodeStore(toy / "demos.zarr"), "obs", policy.obs_horizon, policy.horizon)
     torch.manual_seed(1)
     expected_next = torch.rand(3)
     torch.manual_seed(1)
@@ -154,7 +155,7 @@ def test_the_resip_anchor_pulls_base_plus_residual_toward_the_demonstrated_actio
 
     base = load_policy(toy / "pre-flow_mlp")
     provider = ResidualProvider(base, steps=4, hidden=64, depth=2, log_std=-1.0, scale=0.1)
-    demos = Demonstrations(str(toy / "demos.zarr"), "obs", base.obs_horizon, base.horizon)
+    demos = Demonstrations(EpisodeStore(toy / "demos.zarr"), "obs", base.obs_horizon, base.horizon)
     batch = demos.anchor_batch(512, np.random.default_rng(0))
 
     def executed_error() -> float:

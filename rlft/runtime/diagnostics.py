@@ -18,6 +18,7 @@ leaves the demonstrations' manifold. Four numbers tell how far, logged at every 
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -63,27 +64,41 @@ class Demonstrations:
     is held out (the held-out numbers then use the training episodes, and say less).
     """
 
-    def __init__(self, path: str, obs_key: str, obs_horizon: int, horizon: int):
-        store = EpisodeStore(path)
+    def __init__(self, store: EpisodeStore, obs_key: str, obs_horizon: int, horizon: int):
+        self.store, self.obs_key = store, obs_key
         self.sampler = WindowSampler(store, [obs_key], obs_horizon, horizon)
         lengths = np.diff(np.concatenate([[0], store.episode_ends]))
-        episode = np.repeat(np.arange(store.n_episodes), lengths)
-        held = episode % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
-        if not held.any():
-            held = np.ones_like(held)
-        self.train_steps = np.flatnonzero(~held) if (~held).any() else np.flatnonzero(held)
+        self.episode = np.repeat(np.arange(store.n_episodes), lengths)
+        held = self.episode % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+        if not held.any():  # fewer than 10 episodes: no split, every step on both sides
+            held[:] = True
         self.held_steps = np.flatnonzero(held)
-        self.held_windows = self.sampler.windows(_spread(self.held_steps, MAX_HELD_OUT_WINDOWS))
-        obs = np.asarray(store[obs_key], dtype=np.float32)
-        self.mean = torch.from_numpy(obs[self.train_steps].mean(0))
-        self.std = torch.from_numpy(obs[self.train_steps].std(0) + 1e-6)
-        self.reference = self.standardize(torch.from_numpy(obs[_spread(self.train_steps, MAX_REFERENCE_STATES)]))
-        held_states = self.standardize(torch.from_numpy(obs[_spread(self.held_steps, MAX_HELD_OUT_WINDOWS)]))
-        self.state_distance_data = float(nearest_distance(held_states, self.reference).mean())
-        actions = np.asarray(store["action"])
-        held_episodes = np.unique(episode[self.held_steps])
-        starts = np.concatenate([[0], store.episode_ends[:-1]])
-        self.jerk_data = mean_jerk([actions[starts[i] : store.episode_ends[i]] for i in held_episodes])
+        self.train_steps = np.flatnonzero(~held) if not held.all() else self.held_steps
+        obs = np.asarray(store[obs_key], dtype=np.float32)[self.train_steps]
+        self.mean, self.std = torch.from_numpy(obs.mean(0)), torch.from_numpy(obs.std(0) + 1e-6)
+
+    # what only the diagnostics need is computed on first use (the DDRL anchor draws windows only)
+    @cached_property
+    def held_windows(self) -> dict[str, torch.Tensor]:
+        """Fixed held-out windows (at most 2048, evenly spread) for :meth:`data_loss`."""
+        return self.sampler.windows(_spread(self.held_steps, MAX_HELD_OUT_WINDOWS))
+
+    @cached_property
+    def reference(self) -> torch.Tensor:
+        """At most 10k training-episode states, standardized: what :meth:`state_distance` measures against."""
+        return self.standardize(torch.from_numpy(np.asarray(self.store[self.obs_key])[_spread(self.train_steps, MAX_REFERENCE_STATES)]))
+
+    @cached_property
+    def state_distance_data(self) -> float:
+        """:meth:`state_distance` of the held-out demonstration states (at most 2048)."""
+        return self.state_distance(torch.from_numpy(np.asarray(self.store[self.obs_key])[_spread(self.held_steps, MAX_HELD_OUT_WINDOWS)]))
+
+    @cached_property
+    def jerk_data(self) -> float | None:
+        """:func:`mean_jerk` of the held-out demonstration episodes."""
+        actions, ends = np.asarray(self.store["action"]), self.store.episode_ends
+        starts = np.concatenate([[0], ends[:-1]])
+        return mean_jerk([actions[starts[i] : ends[i]] for i in np.unique(self.episode[self.held_steps])])
 
     def standardize(self, states: torch.Tensor) -> torch.Tensor:
         """States [M, D] in the demonstrations' standardized units."""
@@ -137,4 +152,4 @@ def demonstrations_for(cfg: DictConfig, base: Policy) -> Demonstrations | None:
         return None
     if key not in store or store.keys[key] != tuple(shape) or store.keys.get("action") != (base.action_dim,):
         return None
-    return Demonstrations(path, key, base.obs_horizon, base.horizon)
+    return Demonstrations(store, key, base.obs_horizon, base.horizon)

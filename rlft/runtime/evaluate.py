@@ -85,7 +85,10 @@ def evaluate(
         stochastic = policy.default_stochastic
     frames: list[np.ndarray] = []
     counted: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]  # episodes per sub-env, in order
-    running: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = [([], []) for _ in range(n_envs)]  # trace: actions, states
+    # trace: every chunk's actions [N, act_steps, A], executed steps [N] and start states [N, D]; sub-env i's
+    # running episode began at chunk began[i]
+    chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    began = [0] * n_envs
     env_steps = 0
     try:
         obs, _ = env.reset(seed=seed)
@@ -93,23 +96,21 @@ def evaluate(
         start = time.perf_counter()
         while any(len(c) < q for c, q in zip(counted, quota)):
             chunk = policy.sample(obs, steps=steps, stochastic=stochastic, generator=generator)
-            before = obs[:, -1].cpu() if trace else None
+            before = obs[:, -1]
             obs, _, terminated, truncated, info = env.step(chunk)
             if trace:
-                executed = info["steps"].tolist()
-                for i, (actions, states) in enumerate(running):
-                    actions.append(chunk[i, : executed[i]].cpu())
-                    states.append(before[i])
+                chunks.append((chunk[:, : policy.act_steps].cpu(), info["steps"].cpu(), before.cpu()))
             policy.end_episodes(terminated | truncated)
             if video is not None and not counted[0]:
                 frames.append(base.render(0))
             env_steps += int(info["steps"].sum())
             for episode in base.pop_episodes():
                 i = episode["env"]
-                if trace:  # a sub-env ends at most one episode per chunk: what it ran since its last end is this one
-                    actions, states = running[i]
-                    episode |= {"actions": torch.cat(actions).numpy(), "states": torch.stack(states)}
-                    running[i] = ([], [])
+                if trace:  # a sub-env ends at most one episode per chunk: the chunks since its last end are this one's
+                    mine = chunks[began[i] :]
+                    actions = torch.cat([a[i, : int(n[i])] for a, n, _ in mine])
+                    episode |= {"actions": actions.numpy(), "states": torch.stack([s[i] for _, _, s in mine])}
+                    began[i] = len(chunks)
                 if len(counted[i]) < quota[i]:
                     counted[i].append(episode)
         elapsed = time.perf_counter() - start

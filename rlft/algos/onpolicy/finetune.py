@@ -92,7 +92,8 @@ def finetune(cfg: DictConfig, run: Run) -> ActingPolicy:
 def _demo_batches(cfg: DictConfig, actor: Policy, rng: Any, device: torch.device) -> Any:
     """The DDRL anchor's data: windows of the demonstrations' training episodes (every 10th episode is held out for
     the diagnostics, :class:`rlft.runtime.diagnostics.Demonstrations`), ``cfg.algo.data_batch_size`` at a time."""
+    from rlft.datasets.store import EpisodeStore
     from rlft.runtime.diagnostics import Demonstrations
 
-    demos = Demonstrations(cfg.data.path, next(iter(actor.obs_shapes)), actor.obs_horizon, actor.horizon)
+    demos = Demonstrations(EpisodeStore(cfg.data.path), next(iter(actor.obs_shapes)), actor.obs_horizon, actor.horizon)
     return lambda: {k: v.to(device) for k, v in demos.anchor_batch(cfg.algo.data_batch_size, rng).items()}

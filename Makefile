@@ -17,7 +17,8 @@ $(BIN)/python:
 # torch first, from the CPU build; the constraint keeps any later resolution from replacing it.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,robosuite]"
+	$(BIN)/pip install -q --no-deps robosuite==1.5.2  # see the robosuite extra in pyproject.toml: its mink pins numpy<2
 	touch $@
 
 install: $(VENV)/.installed

@@ -236,7 +236,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 # ---- collect ---------------------------------------------------------------------------------
 def cmd_collect(args: argparse.Namespace) -> int:
-    from rlft.algos.expert import collect, dataset_path, validate
+    from rlft.algos.expert import collect, dataset_kinds, dataset_path, validate
     from rlft.io import refuse_overwrite
 
     # Recording runs after training, so --resume may re-record with other dataset settings.
@@ -245,10 +245,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
         if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
             raise ConfigError(f"out={cfg.out}: a file, not a folder; datasets are written into the folder out")
         if not args.resume:  # a resumed run re-records its own datasets on purpose
-            for kind in cfg.datasets.kinds:
+            for kind in dataset_kinds(cfg):
                 refuse_overwrite(dataset_path(cfg, kind), cfg.force, "force=true")
 
-    started = _start_run("collect", args, check, may_change=("datasets", "out", "force"))
+    started = _start_run("collect", args, check, may_change=("datasets", "demos", "out", "force"))
     if started is None:
         return 0
     cfg, run = started

@@ -212,6 +212,7 @@ class EnvConfig:
     kwargs: Dict[str, Any] = MISSING
     d4rl_ref: Optional[RefReturns] = MISSING
     cost_limit: Optional[float] = MISSING
+    demonstrator: Optional[str] = None  # the task's scripted demonstrator, rlft collect's default (robosuite tasks)
 
     def __post_init__(self) -> None:
         non_empty(self, "name", "id")
@@ -395,7 +396,7 @@ class ExpertConfig:
 class DatasetsConfig:
     """The datasets ``rlft collect`` records."""
 
-    kinds: List[str] = MISSING
+    kinds: Optional[List[str]] = MISSING
     steps: int = MISSING
     n_envs: int = MISSING
     medium_fraction: float = MISSING
@@ -403,9 +404,23 @@ class DatasetsConfig:
     random_episodes: int = MISSING
 
     def __post_init__(self) -> None:
-        non_empty(self, "kinds")
+        if self.kinds is not None:
+            non_empty(self, "kinds")
         positive(self, "steps", "n_envs", "medium_eval_episodes", "random_episodes")
         fraction(self, "medium_fraction")
+
+
+@dataclass
+class DemosConfig:
+    """The robosuite tasks' scripted demonstrations ``rlft collect`` records."""
+
+    n: int = MISSING
+    quality: str = MISSING
+
+    def __post_init__(self) -> None:
+        positive(self, "n")
+        if self.quality not in ("expert", "mixed", "worse"):
+            _fail("quality", self.quality, "must be one of expert, mixed, worse")
 
 
 @dataclass
@@ -417,6 +432,7 @@ class CollectConfig(CommandConfig):
     run: RunConfig = MISSING
     expert: ExpertConfig = MISSING
     datasets: DatasetsConfig = MISSING
+    demos: DemosConfig = MISSING
     out: str = MISSING
     force: bool = MISSING
     env: EnvConfig = MISSING

@@ -305,7 +305,7 @@ def test_collect_records_a_scripted_demonstrator(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["env=pointmass", "expert.scripted=curling"], "datasets.kinds=[scripted]"),
+        (["env=pointmass", "expert.scripted=curling", "datasets.kinds=[expert]"], "datasets.kinds=[scripted]"),
         (["env=pointmass", "datasets.kinds=[scripted]"], "expert.scripted is not set"),
         (["env=pointmass", "expert.scripted=straight", "datasets.kinds=[scripted]"], "env=pointmass expert.scripted=curling"),
         (["env=hopper", "expert.scripted=curling", "datasets.kinds=[scripted]"], "env=hopper has no such scripted demonstrator"),

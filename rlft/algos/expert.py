@@ -52,9 +52,9 @@ from torch import nn
 
 from rlft.algos.replay import Replay
 from rlft.algos.sb3_sac import SB3SACState
-from rlft.datasets.record import record
+from rlft.datasets.record import record, record_successes
 from rlft.datasets.store import EpisodeStore, return_range, write_episodes
-from rlft.envs.registry import LOCOMOTION, check_fits_env
+from rlft.envs.registry import LOCOMOTION, MANIPULATION, check_fits_env
 from rlft.envs.registry import env_id as to_env_id
 from rlft.envs.registry import make as make_env
 from rlft.envs.safety import SAFE_VELOCITY
@@ -90,25 +90,45 @@ class UniformPolicy:
 
 
 class ScriptedPolicy:
-    """A bundled task's scripted demonstrator (:data:`rlft.envs.toy.DEMONSTRATORS`) as an acting policy, [B, 1, A];
-    sub-env i of the batch is index i (the mixed demonstrator's odd sub-envs take the detour)."""
+    """A scripted demonstrator (:func:`demonstrators`) as an acting policy, [B, 1, A]; sub-env i of the batch is
+    index i (the safe point mass's odd sub-envs take the detour). ``quality``: the robosuite demonstrators' operator
+    skill (:data:`rlft.envs.robosuite_demos.QUALITIES`); their phase machines restart in sub-envs whose episode ended."""
 
     obs_horizon, act_steps = 1, 1
     default_steps = None
     default_stochastic = True
     device = torch.device("cpu")
 
-    def __init__(self, env_name: str, name: str, seed: int):
-        from rlft.envs.toy import DEMONSTRATORS
-
-        self.act, self.rng = DEMONSTRATORS[env_name][name], np.random.default_rng(seed)
+    def __init__(self, env_name: str, name: str, seed: int, quality: str = "mixed"):
+        entry = demonstrators()[env_name][name]
+        self.act = entry(env_name, quality) if isinstance(entry, type) else entry
+        self.rng = np.random.default_rng(seed)
 
     def sample(self, obs: torch.Tensor, steps: int | None = None, stochastic: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         last = obs[:, -1].cpu().numpy()
         return torch.from_numpy(self.act(last, self.rng, np.arange(len(last))))[:, None]
 
     def end_episodes(self, done: torch.Tensor) -> None:
-        """No memory."""
+        """Stateful demonstrators start over in the sub-envs ``done`` [B]; the toys' have no memory."""
+        if hasattr(self.act, "reset"):
+            self.act.reset(done.cpu().numpy(), self.rng)
+
+
+def demonstrators() -> dict[str, dict[str, Any]]:
+    """Scripted demonstrators by task and name (``rlft collect env=<task> expert.scripted=<name>``): the toys'
+    functions (:data:`rlft.envs.toy.DEMONSTRATORS`) and the robosuite tasks' classes (``pick`` for lift and can)."""
+    from rlft.envs.robosuite_demos import OBJECT_POS, PickDemonstrator
+    from rlft.envs.toy import DEMONSTRATORS
+
+    return DEMONSTRATORS | {task: {"pick": PickDemonstrator} for task in OBJECT_POS}
+
+
+def dataset_kinds(cfg: DictConfig) -> list[str]:
+    """``datasets.kinds``, or when it is null the task's default: ``[scripted]`` with a scripted demonstrator
+    (``expert.scripted``; the robosuite tasks default to theirs), else ``[expert, medium]``."""
+    if cfg.datasets.kinds is not None:
+        return list(cfg.datasets.kinds)
+    return ["scripted"] if cfg.expert.scripted else ["expert", "medium"]
 
 
 # ---- stage 1: the expert ----------------------------------------------------------------------------------
@@ -308,9 +328,11 @@ def replay_data(run: Run, until_step: int, action_space: gym.spaces.Box) -> tupl
 
 def dataset_path(cfg: DictConfig, kind: str) -> Path:
     """Where ``rlft collect`` writes the ``kind`` dataset: ``<out>/<env id>-<kind>.zarr.zip`` (``hopper-vel-v5-...``
-    for the velocity-constrained tasks; the scripted demonstrator's name for ``scripted``: ``pointmass-v0-curling``)."""
+    for the velocity-constrained tasks; the scripted demonstrator's name for ``scripted``: ``pointmass-v0-curling``, or
+    on the robosuite tasks its quality: ``lift-v0-mixed``)."""
     gym_id = to_env_id(cfg.env.name).split("/")[-1].lower()
-    kind = cfg.expert.scripted if kind == "scripted" else kind
+    if kind == "scripted":  # the robosuite demonstrations are named by their quality: lift-v0-mixed
+        kind = cfg.demos.quality if cfg.env.name in MANIPULATION else cfg.expert.scripted
     if cfg.env.name in SAFE_VELOCITY:
         gym_id = gym_id.replace("-", "-vel-", 1)
     return Path(cfg.out) / f"{gym_id}-{kind}.zarr.zip"
@@ -318,13 +340,14 @@ def dataset_path(cfg: DictConfig, kind: str) -> Path:
 
 def validate(cfg: DictConfig) -> None:
     """Refuse a collect config that cannot run, before anything is written."""
-    kinds = list(cfg.datasets.kinds)
+    kinds = dataset_kinds(cfg)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ConfigError(f"datasets.kinds: unknown kind '{unknown[0]}'; choose from {', '.join(KINDS)}")
+    if cfg.env.name in MANIPULATION and not cfg.expert.scripted:
+        raise ConfigError(f"env={cfg.env.name}: rlft collect records scripted demonstrations of the robosuite tasks; set expert.scripted=pick")
     if cfg.expert.scripted or "scripted" in kinds:
-        from rlft.envs.toy import DEMONSTRATORS
-
+        DEMONSTRATORS = demonstrators()
         name = cfg.expert.scripted
         if not name:
             raise ConfigError(f"datasets.kinds has 'scripted' but expert.scripted is not set; name a demonstrator ({scripted_choices(DEMONSTRATORS)})")
@@ -368,9 +391,9 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
     """
     validate(cfg)
     name = cfg.env.name
-    kinds = list(cfg.datasets.kinds)
+    kinds = dataset_kinds(cfg)
     if cfg.expert.scripted:
-        expert = ScriptedPolicy(name, cfg.expert.scripted, cfg.seed)
+        expert = ScriptedPolicy(name, cfg.expert.scripted, cfg.seed, cfg.demos.quality)
         medium = None
     elif cfg.expert.load:
         expert = ExpertPolicy.load(cfg.expert.load)
@@ -388,18 +411,26 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
         medium.save(run.folder / "expert" / "medium")
     policies = {"expert": expert, "medium": medium, "medium-replay": medium, "scripted": expert}
 
-    act_space = make_env(name).action_space
-    random_return = float(evaluate(UniformPolicy(act_space), name, cfg.datasets.random_episodes, cfg.seed + 20_000)["return_mean"])
-
     recorded: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}
+    if name in MANIPULATION:  # sparse success reward: random 0, a success 1 (normalized score = success rate x 100)
+        random_return, attempts = 0.0, None
+        data, ends, attempts = record_successes(expert, name, cfg.demos.n, cfg.datasets.n_envs, cfg.env.max_episode_steps, cfg.seed + 1000)
+        recorded["scripted"] = (data, ends)
+    else:
+        act_space = make_env(name).action_space
+        random_return = float(evaluate(UniformPolicy(act_space), name, cfg.datasets.random_episodes, cfg.seed + 20_000)["return_mean"])
     for i, kind in enumerate(kinds):
         pol = policies[kind]
+        if kind in recorded:
+            continue
         if kind == "medium-replay":
             recorded[kind] = replay_data(run, pol.info["step"], act_space)
             continue
         steps, n_envs, seed = cfg.datasets.steps, cfg.datasets.n_envs, cfg.seed + 1000 * (i + 1)
         recorded[kind] = record(pol, name, steps, n_envs, seed, stochastic=True, desc=f"{kind} data")
-    if {"expert", "scripted"} & set(recorded):  # the demonstrator's data return is the "expert" reference (score 100)
+    if name in MANIPULATION:
+        expert_data_return = 1.0
+    elif {"expert", "scripted"} & set(recorded):  # the demonstrator's data return is the "expert" reference (score 100)
         data, ends = recorded.get("expert") or recorded["scripted"]
         starts = np.concatenate([[0], ends[:-1]])
         # Episodes cut short by the end of recording would drag the mean down; full-length ones count.
@@ -413,7 +444,10 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
     versions = {"gymnasium": gym.__version__, "mujoco": __import__("mujoco").__version__, "stable_baselines3": __import__("stable_baselines3").__version__}
     for kind, (data, ends) in recorded.items():
         pol = policies[kind]
-        how = {"medium-replay": "replay buffer of SB3 SAC up to the medium snapshot", "scripted": f"scripted demonstrator '{cfg.expert.scripted}'"}
+        scripted = f"scripted demonstrator '{cfg.expert.scripted}'"
+        if name in MANIPULATION:
+            scripted += f", quality {cfg.demos.quality}, the first {cfg.demos.n} successes of {attempts} episodes"
+        how = {"medium-replay": "replay buffer of SB3 SAC up to the medium snapshot", "scripted": scripted}
         how = how.get(kind, f"SB3 SAC actor ({kind}), sampled actions")
         info = getattr(pol, "info", {})
         meta = {

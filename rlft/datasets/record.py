@@ -75,3 +75,34 @@ def _episodes(rows: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.nd
         per_env.append(stream)
     data = {k: np.concatenate([s[k] for s in per_env]) for k in per_env[0]}
     return data, np.flatnonzero(data["terminated"] | data["truncated"]) + 1
+
+
+def record_successes(
+    policy: ActingPolicy, env_name: str, episodes: int, n_envs: int, max_episode_steps: int, seed: int, backend: str = "auto", desc: str = "demos"
+) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """The first ``episodes`` successful episodes of ``policy`` (robomimic keeps only successful demonstrations).
+
+    Records in rounds of ``n_envs x max_episode_steps`` transitions (round r seeded ``seed + r * n_envs``) with
+    :func:`record` and keeps the episodes that ended ``terminated`` with a positive last reward (the robosuite
+    tasks end an episode on success with reward 1). Returns (data, episode_ends, attempts): ``attempts``
+    counts every finished episode seen, failed ones included, up to the last one kept.
+    """
+    kept: list[dict[str, np.ndarray]] = []
+    attempts, round_ = 0, 0
+    while len(kept) < episodes:
+        round_seed, label = seed + round_ * n_envs, f"{desc} round {round_ + 1}"
+        data, ends = record(policy, env_name, n_envs * max_episode_steps, n_envs, round_seed, stochastic=True, backend=backend, desc=label)
+        starts = np.concatenate([[0], ends[:-1]])
+        for start, end in zip(starts, ends):
+            if data["truncated"][end - 1] and end - start < max_episode_steps:
+                continue  # cut short by the end of the round: neither success nor failure
+            attempts += 1
+            if data["terminated"][end - 1] and data["reward"][end - 1] > 0:
+                kept.append({k: v[start:end] for k, v in data.items()})
+                if len(kept) == episodes:
+                    break
+        round_ += 1
+        if round_ >= 3 and not kept:
+            raise RuntimeError(f"{desc}: no successful episode in {attempts} attempts on {env_name}; the demonstrator does not solve this task")
+    out = {k: np.concatenate([e[k] for e in kept]) for k in kept[0]}
+    return out, np.cumsum([len(e["reward"]) for e in kept]), attempts

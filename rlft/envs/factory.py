@@ -11,7 +11,7 @@ from rlft.envs.proxy import proxy_kwargs
 from rlft.envs.registry import env_id, velocity_limit
 from rlft.errors import ConfigError
 
-BACKENDS = ("auto", "native", "gpu", "gymnasium", "gymnasium_async")
+BACKENDS = ("auto", "native", "gpu", "workers", "gymnasium", "gymnasium_async")
 
 
 def make(
@@ -27,10 +27,12 @@ def make(
     """``n_envs`` copies of ``name`` (``hopper`` or any gymnasium id) as one :class:`BatchedEnv`.
 
     backend: ``native`` (batched MuJoCo threads; Hopper, Walker2d, HalfCheetah, Ant v5), ``gpu`` (MJX,
-    data stays on the GPU), ``gymnasium`` / ``gymnasium_async`` (gymnasium's sync / async vector env,
+    data stays on the GPU), ``workers`` (worker processes, each stepping a share of the sub-envs in a
+    sync vector env; any id), ``gymnasium`` / ``gymnasium_async`` (gymnasium's sync / async vector env,
     any id), or ``auto``: ``gpu`` when ``device`` is CUDA and MJX runs there, else ``native`` when it
-    supports the task and ``env_kwargs``, else ``gymnasium``. ``threads``: physics threads of the native
-    backend (default: every core this process may use). ``env_kwargs`` go to the task (gymnasium's
+    supports the task and ``env_kwargs``, else ``workers`` for the robosuite tasks (more than one sub-env
+    and core), else ``gymnasium``. ``threads``: physics threads of the native backend, processes of the
+    workers backend (default: every core this process may use). ``env_kwargs`` go to the task (gymnasium's
     keyword names, plus ``max_episode_steps``). Safety tasks (``hopper_vel``, ...; :mod:`rlft.envs.safety`)
     put the step's cost in ``info["cost"]``.
     """
@@ -41,7 +43,7 @@ def make(
     gym_id, limit = env_id(name), velocity_limit(name)
     env_kwargs = proxy_kwargs(name) | env_kwargs  # hopper_fwd: Hopper-v5 on the forward velocity alone
     if backend == "auto":
-        backend = _auto_backend(gym_id, torch.device(device), env_kwargs, limit is not None)
+        backend = _auto_backend(gym_id, n_envs, torch.device(device), env_kwargs, limit is not None)
     if backend == "native":
         from rlft.envs.backends.native import NativeMujocoEnv
 
@@ -56,6 +58,12 @@ def make(
         if not mjx_installed():
             raise ConfigError("the gpu backend needs MJX: pip install -e .[gpu] (mujoco-mjx and jax)")
         return MjxEnv(gym_id, n_envs, seed=seed, device=device, dtype=dtype, **env_kwargs)
+    if backend == "workers":
+        from rlft.envs.backends.native import default_threads
+        from rlft.envs.backends.workers import WorkerVectorEnv
+
+        workers = threads or default_threads()
+        return WorkerVectorEnv(gym_id, n_envs, workers=workers, seed=seed, device=device, dtype=dtype, velocity_limit=limit, **env_kwargs)
     from rlft.envs.backends.gym_vector import GymVectorEnv
 
     return GymVectorEnv(gym_id, n_envs, asynchronous=backend == "gymnasium_async", seed=seed, device=device, dtype=dtype, velocity_limit=limit, **env_kwargs)
@@ -68,8 +76,10 @@ def _check_locomotion(backend: str, gym_id: str) -> None:
         raise ConfigError(f"the {backend} backend runs {', '.join(TASKS)}, not {gym_id}; use backend=gymnasium")
 
 
-def _auto_backend(gym_id: str, device: torch.device, env_kwargs: dict[str, Any], costs: bool) -> str:
+def _auto_backend(gym_id: str, n_envs: int, device: torch.device, env_kwargs: dict[str, Any], costs: bool) -> str:
     from rlft.envs.backends.locomotion import TASKS, task_params
+    from rlft.envs.backends.native import default_threads
+    from rlft.envs.registry import MANIPULATION
 
     supported = gym_id in TASKS
     if supported:
@@ -82,4 +92,6 @@ def _auto_backend(gym_id: str, device: torch.device, env_kwargs: dict[str, Any],
 
         if gpu_available():
             return "gpu"
-    return "native" if supported else "gymnasium"
+    if supported:
+        return "native"
+    return "workers" if gym_id in MANIPULATION.values() and n_envs > 1 and default_threads() > 1 else "gymnasium"

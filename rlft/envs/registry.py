@@ -30,11 +30,15 @@ BULLET_SAFETY = {
 # Short names of the tasks rlft bundles (registered with gymnasium by rlft.envs.toy).
 BUNDLED = {"pointmass": "rlft/PointMass-v0", "pointmass_safe": "rlft/SafePointMass-v0"}
 
+# robosuite manipulation tasks (the robosuite extra; registered with gymnasium by rlft.envs.robosuite_tasks).
+MANIPULATION = {"lift": "rlft/Lift-v0", "can": "rlft/Can-v0", "square": "rlft/Square-v0"}
+
 
 def env_id(name: str) -> str:
     """Gymnasium id for a short name (``hopper`` -> ``Hopper-v5``, ``hopper_vel`` -> ``Hopper-v5`` with a
     velocity cost, see :func:`velocity_limit`, ``hopper_fwd`` -> ``Hopper-v5`` with a proxy reward, see
     :mod:`rlft.envs.proxy`); full ids pass through."""
+    import rlft.envs.robosuite_tasks  # noqa: F401  (registers the manipulation tasks; robosuite loads with the first env)
     import rlft.envs.toy  # noqa: F401  (registers the bundled tasks)
 
     if name in LOCOMOTION:
@@ -51,9 +55,11 @@ def env_id(name: str) -> str:
         name = BULLET_SAFETY.get(name, name)
     if name in BUNDLED:
         return BUNDLED[name]
+    if name in MANIPULATION:
+        return MANIPULATION[name]
     if name in gym.registry:
         return name
-    short = sorted(LOCOMOTION | BUNDLED | SAFE_VELOCITY | BULLET_SAFETY | PROXY_TASKS)
+    short = sorted(LOCOMOTION | BUNDLED | MANIPULATION | SAFE_VELOCITY | BULLET_SAFETY | PROXY_TASKS)
     raise ConfigError(f"unknown env '{name}'; short names: {', '.join(short)}, or any registered gymnasium id")
 
 

@@ -217,7 +217,7 @@ def test_bad_inputs_give_clear_errors():
         env.step(torch.zeros(3, 2))
     with pytest.raises(ConfigError, match="unknown env 'hoper'"):
         rlft.envs.make("hoper", 2)
-    with pytest.raises(ConfigError, match="unknown backend 'cuda'; choose one of: auto, native, gpu, gymnasium, gymnasium_async"):
+    with pytest.raises(ConfigError, match="unknown backend 'cuda'; choose one of: auto, native, gpu, workers, gymnasium, gymnasium_async"):
         rlft.envs.make("hopper", 2, backend="cuda")
     with pytest.raises(ConfigError, match="the native backend runs Hopper-v5, Walker2d-v5, HalfCheetah-v5, Ant-v5, not Pendulum-v1"):
         rlft.envs.make("Pendulum-v1", 2, backend="native")

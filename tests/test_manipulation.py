@@ -109,3 +109,16 @@ def test_collect_refuses_bad_demo_settings(tmp_path, capsys):
     assert "set expert.scripted=pick" in capsys.readouterr().err
     assert main(["collect", "env=square", f"run.dir={tmp_path}"]) == 2  # no demonstrator for square yet
     assert not list(tmp_path.iterdir())
+
+
+def test_eval_video_of_a_scripted_success(tmp_path):
+    from rlft.runtime.evaluate import evaluate
+    from rlft.video import read_video
+
+    policy = ScriptedPolicy("lift", "pick", seed=0, quality="expert")
+    result = evaluate(policy, "lift", 1, seed=5, backend="gymnasium", n_envs=1, video=tmp_path / "lift.mp4")
+    assert result["success_rate"] == 1.0
+    frames = read_video(tmp_path / "lift.mp4")
+    assert frames.shape[1:] == (256, 256, 3)
+    assert len(frames) == result["length_mean"] - 1  # every step but the last: after it the env shows the next episode
+    assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 2  # the arm moved in view

@@ -26,7 +26,7 @@ def test_readme_lists_every_shipped_dataset():
     shipped = sorted(p.name.removesuffix(".zarr.zip") for p in ASSETS_DIR.glob("*.zarr.zip"))
     assert sorted(r[0] for r in readme_rows()) == shipped
     assert {"hopper-v5-medium", "hopper-v5-expert", "walker2d-v5-medium", "walker2d-v5-expert"} <= set(shipped)
-    assert sum(p.stat().st_size for p in ASSETS_DIR.glob("*.zarr.zip")) < 36 * 2**20  # the wheel stays small
+    assert sum(p.stat().st_size for p in ASSETS_DIR.glob("*.zarr.zip")) < 40 * 2**20  # the wheel stays small
 
 
 @pytest.mark.parametrize("row", readme_rows(), ids=lambda r: r[0])

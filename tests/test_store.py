@@ -68,7 +68,7 @@ def test_store_with_inconsistent_lengths_is_rejected(tmp_path):
 
 
 def test_missing_dataset_names_shipped_ones(tmp_path):
-    with pytest.raises(DatasetError, match="absent.zarr: no such file or folder .*shipped dataset is named without a folder: hopper-v5-expert"):
+    with pytest.raises(DatasetError, match="absent.zarr: no such file or folder .*shipped dataset is named without a folder: can-v0-mixed, hopper-v5-expert"):
         EpisodeStore(tmp_path / "absent.zarr")
 
 

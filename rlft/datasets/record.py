@@ -82,7 +82,7 @@ def record_successes(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
     """The first ``episodes`` successful episodes of ``policy`` (robomimic keeps only successful demonstrations).
 
-    Records in rounds of ``n_envs x max_episode_steps`` transitions (round r seeded ``seed + r * n_envs``) with
+    Records in rounds of ``4 x n_envs x max_episode_steps`` transitions (round r seeded ``seed + r * n_envs``) with
     :func:`record` and keeps the episodes that ended ``terminated`` with a positive last reward (the robosuite
     tasks end an episode on success with reward 1). Returns (data, episode_ends, attempts): ``attempts``
     counts every finished episode seen, failed ones included, up to the last one kept.
@@ -91,7 +91,7 @@ def record_successes(
     attempts, round_ = 0, 0
     while len(kept) < episodes:
         round_seed, label = seed + round_ * n_envs, f"{desc} round {round_ + 1}"
-        data, ends = record(policy, env_name, n_envs * max_episode_steps, n_envs, round_seed, stochastic=True, backend=backend, desc=label)
+        data, ends = record(policy, env_name, 4 * n_envs * max_episode_steps, n_envs, round_seed, stochastic=True, backend=backend, desc=label)
         starts = np.concatenate([[0], ends[:-1]])
         for start, end in zip(starts, ends):
             if data["truncated"][end - 1] and end - start < max_episode_steps:

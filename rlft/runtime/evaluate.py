@@ -101,7 +101,7 @@ def evaluate(
             if trace:
                 chunks.append((chunk[:, : policy.act_steps].cpu(), info["steps"].cpu(), before.cpu()))
             policy.end_episodes(terminated | truncated)
-            if video is not None and not counted[0]:
+            if video is not None and not counted[0] and not bool(info["done"][0]):  # after the end: the next episode's start
                 frames.append(base.render(0))
             env_steps += int(info["steps"].sum())
             for episode in base.pop_episodes():

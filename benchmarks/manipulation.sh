@@ -4,9 +4,10 @@
 # with ReinFlow and DPPO-style chain PPO on the success reward, evaluate base and fine-tuned policies on 100 episodes.
 # Steps already done are skipped; an interrupted fine-tuning run resumes exactly (--resume).
 # Usage: bash benchmarks/manipulation.sh   Env: TASKS (default "lift can"), SEEDS (default "0"), METHODS
-#   (default "reinflow"), ITERATIONS (default 50), DEMOS / QUALITY / PRETRAIN_STEPS (the base; defaults below),
+#   (default "reinflow"; for dppo set METHODS_DPPO=1 too: it pretrains a DDPM base beside the flow one),
+#   ITERATIONS (default 50), DEMOS / QUALITY / PRETRAIN_STEPS (the base; defaults below),
 #   N_ENVS / N_STEPS (one iteration: N_ENVS x N_STEPS chunks of 4 env steps).
-# Then: python benchmarks/manipulation_table.py
+# Results: runs/manip-<task>-base-eval.json (the base) and runs/manip-<task>-<method>-s<seed>-eval.json (100 episodes).
 set -euo pipefail
 export OMP_NUM_THREADS=1 MUJOCO_GL=${MUJOCO_GL:-egl}
 RLFT=${RLFT:-rlft}
@@ -20,16 +21,19 @@ for task in ${TASKS:-lift can}; do
   esac
   store=runs/manip-$task-demos/data/$task-v0-$quality.zarr.zip
   [ -e "$store" ] || $RLFT collect env=$task demos.n=$demos demos.quality=$quality datasets.n_envs=8 run.name=manip-$task-demos
-  base=runs/manip-$task-base
-  [ -e "$base/policy.json" ] || $RLFT pretrain policy=flow_mlp env=$task data.path=$store data.env=$task train.steps=$steps \
-    train.warmup=50 ema.start=100 train.checkpoint_every=$steps eval.episodes=0 run.name=manip-$task-base
-  [ -e "runs/manip-$task-base-eval.json" ] || $RLFT eval run=$base n_episodes=100 n_envs=20 --json > "runs/manip-$task-base-eval.json"
+  for preset in flow_mlp ${METHODS_DPPO:+diffusion_mlp}; do  # the base: flow for ReinFlow, DDPM for DPPO
+    base=runs/manip-$task-base; [ $preset = diffusion_mlp ] && base=runs/manip-$task-base-ddpm
+    [ -e "$base/policy.json" ] || $RLFT pretrain policy=$preset env=$task data.path=$store data.env=$task train.steps=$steps \
+      train.warmup=50 ema.start=100 train.checkpoint_every=$steps eval.episodes=0 run.name=${base#runs/}
+    [ -e "$base-eval.json" ] || $RLFT eval run=$base n_episodes=100 n_envs=20 --json > "$base-eval.json"
+  done
   for seed in ${SEEDS:-0}; do
     for method in ${METHODS:-reinflow}; do
       name=manip-$task-$method-s$seed
+      base=runs/manip-$task-base; [ $method = dppo ] && base=runs/manip-$task-base-ddpm
       if [ ! -e "runs/$name-eval.json" ]; then
         resume=""; [ -e runs/$name/config.yaml ] && resume="--resume"
-        # robomimic settings of DPPO / ReinFlow: gamma 0.999; the base's chain is its flow policy (4 steps)
+        # robomimic settings of DPPO / ReinFlow: gamma 0.999
         $RLFT finetune algo=$method base=$base env=$task data.path=$store data.env=$task seed=$seed run.name=$name \
           train.iterations=$ITERATIONS train.n_envs=$N_ENVS train.n_steps=$N_STEPS train.checkpoint_every=5 \
           eval.every=10 eval.episodes=20 algo.gamma=0.999 $resume

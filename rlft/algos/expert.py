@@ -413,7 +413,7 @@ def collect(cfg: DictConfig, run: Run, command: str = "") -> dict[str, EpisodeSt
 
     recorded: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}
     if name in MANIPULATION:  # sparse success reward: random 0, a success 1 (normalized score = success rate x 100)
-        random_return, attempts = 0.0, None
+        random_return = 0.0
         data, ends, attempts = record_successes(expert, name, cfg.demos.n, cfg.datasets.n_envs, cfg.env.max_episode_steps, cfg.seed + 1000)
         recorded["scripted"] = (data, ends)
     else:

@@ -9,6 +9,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from rlft.envs.proxy import PROXY_TASKS, proxy_kwargs
+from rlft.envs.robosuite_tasks import TASKS as ROBOSUITE_TASKS
 from rlft.envs.safety import SAFE_VELOCITY, costs_in_info
 from rlft.errors import ConfigError
 from rlft.paths import CONFIG_DIR
@@ -31,14 +32,13 @@ BULLET_SAFETY = {
 BUNDLED = {"pointmass": "rlft/PointMass-v0", "pointmass_safe": "rlft/SafePointMass-v0"}
 
 # robosuite manipulation tasks (the robosuite extra; registered with gymnasium by rlft.envs.robosuite_tasks).
-MANIPULATION = {"lift": "rlft/Lift-v0", "can": "rlft/Can-v0", "square": "rlft/Square-v0"}
+MANIPULATION = {name: gym_id for name, (_, gym_id, _) in ROBOSUITE_TASKS.items()}
 
 
 def env_id(name: str) -> str:
     """Gymnasium id for a short name (``hopper`` -> ``Hopper-v5``, ``hopper_vel`` -> ``Hopper-v5`` with a
     velocity cost, see :func:`velocity_limit`, ``hopper_fwd`` -> ``Hopper-v5`` with a proxy reward, see
     :mod:`rlft.envs.proxy`); full ids pass through."""
-    import rlft.envs.robosuite_tasks  # noqa: F401  (registers the manipulation tasks; robosuite loads with the first env)
     import rlft.envs.toy  # noqa: F401  (registers the bundled tasks)
 
     if name in LOCOMOTION:

@@ -7,7 +7,7 @@ driven toward the waypoint, how far the grasp point misses the object's centre a
 pauses. ``quality``: ``expert`` (better only), ``mixed`` (the three in equal parts) or ``worse``.
 
 The demonstrator reads only the flat observation (:data:`rlft.envs.robosuite_tasks.OBS_KEYS`): end-effector
-position [0:3], finger positions [7:9], the object's position inside ``object-state``. Phases per sub-env:
+position [0:3] and the object's position inside ``object-state``. Phases per sub-env:
 approach above the object, descend, close the gripper, lift (lift: success ends the episode there); can: carry
 above its bin, lower, release, retreat. A grasp that slips sends the sub-env back to the approach.
 """
@@ -50,7 +50,7 @@ class PickDemonstrator:
         if len(self.phase) != n:
             self.phase, self.timer = np.zeros(n, np.int64), np.zeros(n, np.int64)
             self.noise, self.gain, self.pause = np.zeros(n), np.ones(n), np.zeros(n)
-            self.offset, self.skill = np.zeros((n, 3)), np.zeros(n, np.int64)
+            self.offset = np.zeros((n, 3))
             done = np.ones(n, dtype=bool)
         for i in np.flatnonzero(done):
             skill = SKILLS[self.skills[rng.integers(len(self.skills))]]
@@ -62,12 +62,12 @@ class PickDemonstrator:
         n = len(obs)
         if len(self.phase) != n:
             self.reset(np.ones(n, dtype=bool), rng)
-        eef, fingers, obj = obs[:, 0:3].astype(np.float64), obs[:, 7:9], obs[:, OBJECT_POS[self.task]].astype(np.float64)
+        eef, obj = obs[:, 0:3].astype(np.float64), obs[:, OBJECT_POS[self.task]].astype(np.float64)
         grasp = obj + self.offset
         target, close = eef.copy(), np.zeros(n, dtype=bool)
         self.timer += 1
         for i in range(n):
-            target[i], close[i] = self._waypoint(i, eef[i], obj[i], grasp[i], fingers[i])
+            target[i], close[i] = self._waypoint(i, eef[i], obj[i], grasp[i])
         move = np.clip(self.gain[:, None] * (target - eef) / 0.05, -1.0, 1.0)  # OSC_POSE: 1 = 0.05 m per step
         move = move + self.noise[:, None] * rng.standard_normal((n, 3))
         move[rng.random(n) < self.pause] = 0.0
@@ -80,7 +80,7 @@ class PickDemonstrator:
     def _next(self, i: int, phase: int) -> None:
         self.phase[i], self.timer[i] = phase, 0
 
-    def _waypoint(self, i: int, eef: np.ndarray, obj: np.ndarray, grasp: np.ndarray, fingers: np.ndarray) -> tuple[np.ndarray, bool]:
+    def _waypoint(self, i: int, eef: np.ndarray, obj: np.ndarray, grasp: np.ndarray) -> tuple[np.ndarray, bool]:
         """Sub-env i's target end-effector position and gripper command; advances its phase."""
         phase, err = self.phase[i], grasp - eef
         held = np.linalg.norm(obj - eef) < 0.03

@@ -35,9 +35,12 @@ OBJECT_DIMS = {"lift": 10, "can": 14, "square": 14}
 CONTROL_FREQ = 20
 
 
+# robosuite's import warns about macro files and the mink IK the Panda tasks do not need: errors only
+logging.getLogger("robosuite_logs").addFilter(lambda record: record.levelno >= logging.ERROR)
+
+
 def import_robosuite() -> Any:
-    """robosuite, quiet (its import warns about macro files and the mink IK it does not need here)."""
-    logging.getLogger("robosuite_logs").addFilter(lambda record: record.levelno >= logging.ERROR)
+    """robosuite, or a one-line ConfigError saying how to install it."""
     try:
         import robosuite
     except ImportError:

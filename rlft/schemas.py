@@ -604,7 +604,9 @@ COMMANDS: Dict[str, type] = {
 @dataclass
 class PPOConfig:
     """What chain PPO (DPPO, ReinFlow) and ResiP share: GAE, clipped ratios, epochs, two AdamW optimizers
-    with warm-up + cosine from ``*_lr`` to ``*_min_lr``, a V(s) critic MLP, and the DDRL data anchor
+    with warm-up + cosine from ``*_lr`` to ``*_min_lr``, a V(s) critic MLP (``critic_layer_norm``: layer norms in
+    its residual blocks and before its output, which keeps bootstrapped values from diverging on sparse,
+    mostly-truncated tasks), and the DDRL data anchor
     (``data_coef`` x the provider's loss on ``data_batch_size`` demonstration windows a step)."""
 
     name: str = MISSING
@@ -628,6 +630,7 @@ class PPOConfig:
     reward_scaling: bool = MISSING
     critic_hidden: int = MISSING
     critic_depth: int = MISSING
+    critic_layer_norm: bool = False
     data_coef: float = MISSING
     data_batch_size: int = MISSING
 

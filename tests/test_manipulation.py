@@ -43,6 +43,37 @@ def test_lift_env_contract_on_a_short_episode():
         assert frame.shape == (256, 256, 3) and frame.dtype == np.uint8 and frame.std() > 10
 
 
+def test_image_observations_through_history_chunks_and_workers():
+    """lift_img: state (9) + object (10) + agentview + wrist 84x84 uint8, the same on both backends, through ObsHistory and ActionChunk
+    (final_obs included) and the rollout buffer's stacking."""
+    from rlft.envs.obs import obs_stack
+    from rlft.envs.wrappers import ActionChunk, ObsHistory
+
+    shapes = {"state": (9,), "object": (10,), "agentview": (84, 84, 3), "robot0_eye_in_hand": (84, 84, 3)}
+    results = {}
+    for backend in ("gymnasium", "workers"):
+        with make("lift_img", 2, backend=backend, threads=2, seed=5, max_episode_steps=6) as batched:
+            assert batched.obs_shapes == shapes and batched.obs_dim is None
+            env = ActionChunk(ObsHistory(batched, 2), 4)
+            obs, _ = env.reset()
+            steps = [obs]
+            for _ in range(2):  # 8 > 6 steps: the time limit ends both episodes inside the second chunk
+                obs, reward, terminated, truncated, info = env.step(torch.zeros(2, 4, 7))
+                steps.append(obs)
+            assert truncated.all() and torch.equal(info["steps"], torch.tensor([2, 2]))
+            for key, shape in shapes.items():
+                assert obs[key].shape == (2, 2, *shape) and info["final_obs"][key].shape == (2, 2, *shape)
+                assert obs[key].dtype == (torch.float32 if key in ("state", "object") else torch.uint8)
+            assert not torch.equal(info["final_obs"]["agentview"], obs["agentview"])  # the ended episode's frames, not the new one's
+            assert obs["agentview"].float().std() > 10  # a rendered scene, not a blank frame
+            stacked = obs_stack(steps)
+            assert stacked["robot0_eye_in_hand"].shape == (3, 2, 2, 84, 84, 3)
+            results[backend] = (obs, info["final_obs"])
+    for key in shapes:
+        assert torch.equal(results["gymnasium"][0][key], results["workers"][0][key])
+        assert torch.equal(results["gymnasium"][1][key], results["workers"][1][key])
+
+
 def test_reset_seed_fixes_the_episode():
     with make("can", 1, backend="gymnasium") as env:
         first = env.reset(seed=11)[0]
@@ -122,3 +153,74 @@ def test_eval_video_of_a_scripted_success(tmp_path):
     assert frames.shape[1:] == (256, 256, 3)
     assert len(frames) == result["length_mean"] - 1  # every step but the last: after it the env shows the next episode
     assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 2  # the arm moved in view
+
+
+IMAGE_SHAPES = {"state": (9,), "agentview": (84, 84, 3), "robot0_eye_in_hand": (84, 84, 3)}
+
+
+def image_flow_policy():
+    """A fresh, small image flow policy with lift_img's observation keys (ResNet per camera, 16 features)."""
+    from omegaconf import OmegaConf
+
+    from rlft.config import CONFIG_DIR
+    from rlft.policies.policy import Policy
+
+    spec = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "policy" / "flow_mlp.yaml"))
+    spec |= {"obs_keys": list(IMAGE_SHAPES), "encoder": {"type": "image", "net": "resnet", "features": 16, "shift": 4}}
+    spec["backbone"] |= {"hidden": 64}
+    box = {"min": -np.ones(9), "max": np.ones(9), "mean": np.zeros(9), "std": np.ones(9)}
+    torch.manual_seed(0)
+    return Policy(spec, IMAGE_SHAPES, 7, {"state": box, "action": {k: v[:7] for k, v in box.items()}})
+
+
+def test_image_policy_ppo_update_trains_the_encoders(tmp_path):
+    """ReinFlow on lift_img with a (fresh) image flow policy: one iteration's PPO update changes the actor's camera
+    encoders and the critic's own."""
+    from rlft.algos.onpolicy.finetune import ChainPPOLearner
+    from rlft.config import compose
+
+    overrides = ["algo=reinflow", f"base={tmp_path}", "env=lift_img", "train.n_envs=2", "train.n_steps=3", "train.backend=gymnasium"]
+    overrides += ["algo.update_epochs=2", "algo.batch_size=3", "algo.critic_hidden=32", "algo.critic_layer_norm=true", "algo.actor_lr=1e-3"]
+    learner = ChainPPOLearner(compose("finetune", overrides), image_flow_policy(), np.random.default_rng(0), torch.device("cpu"))
+    try:
+        actor_cnn = {k: v.clone() for k, v in learner.provider.actor.encoder.state_dict().items()}
+        critic_cnn = {k: v.clone() for k, v in learner.critic.encoder.state_dict().items()}
+        metrics, env_steps, _ = learner.iteration(1)
+        assert env_steps == 2 * 3 * 4 and np.isfinite(metrics["loss/value"])
+        changed = lambda before, module: [k for k, v in module.state_dict().items() if not torch.equal(v, before[k])]  # noqa: E731
+        assert any("nets.agentview" in k for k in changed(actor_cnn, learner.provider.actor.encoder))
+        assert any("nets.robot0_eye_in_hand" in k for k in changed(actor_cnn, learner.provider.actor.encoder))
+        assert any("nets.agentview" in k for k in changed(critic_cnn, learner.critic.encoder))
+    finally:
+        learner.close()
+
+
+def test_finetune_refuses_an_image_base_it_cannot_take(tmp_path, capsys):
+    """An image base with a state-only algorithm, or on the state env, is one line before anything runs."""
+    from rlft.runtime.checkpoint import write_spec
+
+    write_spec(tmp_path / "img", image_flow_policy(), {"env": "lift_img"})
+    for overrides, expected in (
+        (["algo=resip", "env=lift_img"], "algo=resip fine-tunes state policies so far"),
+        (["algo=reinflow", "env=lift"], "but env=lift observes {'obs': (19,)}"),
+    ):
+        assert main(["finetune", f"base={tmp_path / 'img'}", f"run.dir={tmp_path / 'runs'}", *overrides]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_collect_records_image_demonstrations(tmp_path, capsys):
+    """rlft collect env=lift_img: the scripted demonstrator acts on the state and object keys; the store holds every
+    observation key (cameras uint8 84x84, upright and varying), only successes, and statistics for the float keys."""
+    args = ["collect", "env=lift_img", "env.max_episode_steps=40", "demos.n=1", "demos.quality=expert", "datasets.n_envs=1"]  # one short round
+    assert main([*args, f"run.dir={tmp_path}", "run.name=d"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["episodes"] == 1 and line["return_mean"] == 1.0
+    store = EpisodeStore(tmp_path / "d" / "data" / "liftimage-v0-expert.zarr.zip")
+    data = {k: store[k][:] for k in ("state", "object", "agentview", "robot0_eye_in_hand", "action", "terminated")}
+    assert data["agentview"].dtype == np.uint8 and data["agentview"].shape[1:] == (84, 84, 3)
+    assert data["robot0_eye_in_hand"].shape == (len(data["action"]), 84, 84, 3)
+    assert data["state"].shape[1:] == (9,) and data["object"].shape[1:] == (10,)
+    assert data["agentview"][0].astype(float).std() > 10 and not np.array_equal(data["agentview"][0], data["agentview"][-1])
+    assert data["terminated"].sum() == 1 and data["terminated"][-1] and "agentview" not in store.stats and "state" in store.stats

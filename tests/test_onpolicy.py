@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlft.algos.onpolicy.ppo import clip_schedule
+from rlft.algos.onpolicy.ppo import Critic, clip_schedule
 from rlft.algos.onpolicy.rollout import RewardScaler, collect_rollout, compute_gae
 from rlft.cli import main
 from rlft.envs import make
@@ -33,6 +33,19 @@ def test_gae_by_hand_with_a_truncation_and_a_termination():
     a0 = (1.0 + g * 0.6 - 0.5) + g * lam * a1
     assert torch.allclose(adv.flatten(), torch.tensor([a0, a1, a2, a3]))
     assert torch.allclose(ret, adv + v)
+
+
+def test_layer_norm_critic_bounds_its_values_whatever_the_input():
+    """With layer norms, |V| <= |w_out| * sqrt(width) + |b| however large the input (the TD fix for lift); without, it grows with the input."""
+    torch.manual_seed(0)
+    obs = torch.randn(64, 19)
+    normed, plain = Critic(19, 64, 3, layer_norm=True), Critic(19, 64, 3)
+    with torch.no_grad():
+        last = normed.out[-1]
+        bound = float(last.weight.norm() * 64**0.5 + last.bias.abs())
+        assert normed(obs * 1e6).abs().max() <= bound
+        assert plain(obs * 1e6).abs().max() > 1e3 * plain(obs).abs().max()
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in normed.modules()) and not any(isinstance(m, torch.nn.LayerNorm) for m in plain.modules())
 
 
 def test_clip_schedule_has_no_nan_with_one_fine_tuned_step():

@@ -104,7 +104,9 @@ class ScriptedPolicy:
         self.act = entry(env_name, quality) if isinstance(entry, type) else entry
         self.rng = np.random.default_rng(seed)
 
-    def sample(self, obs: torch.Tensor, steps: int | None = None, stochastic: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, obs: Any, steps: int | None = None, stochastic: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        if isinstance(obs, dict):  # an image task (lift_img): state then object is the state task's observation
+            obs = torch.cat([obs["state"], obs["object"]], dim=-1)
         last = obs[:, -1].cpu().numpy()
         return torch.from_numpy(self.act(last, self.rng, np.arange(len(last))))[:, None]
 
@@ -120,7 +122,7 @@ def demonstrators() -> dict[str, dict[str, Any]]:
     from rlft.envs.robosuite_demos import OBJECT_POS, PickDemonstrator
     from rlft.envs.toy import DEMONSTRATORS
 
-    return DEMONSTRATORS | {task: {"pick": PickDemonstrator} for task in OBJECT_POS}
+    return DEMONSTRATORS | {name: {"pick": PickDemonstrator} for task in OBJECT_POS for name in (task, f"{task}_img")}
 
 
 def dataset_kinds(cfg: DictConfig) -> list[str]:

@@ -29,9 +29,10 @@ from torch import nn
 from rlft.algos.registry import get
 from rlft.datasets.store import resolve_path
 from rlft.envs.proxy import true_task
-from rlft.envs.registry import check_fits_env
+from rlft.envs.registry import check_fits_env, observation_shapes
 from rlft.errors import CheckpointError, ConfigError
 from rlft.policies.acting import ActingPolicy
+from rlft.policies.encoders import is_image_shape
 from rlft.policies.policy import Policy
 from rlft.runtime.checkpoint import load_policy, read_spec, write_spec
 from rlft.runtime.diagnostics import Demonstrations, demonstrations_for
@@ -88,6 +89,9 @@ def default_base(cfg: DictConfig) -> str:
     return f"{Path(str(cfg.data.path)).name.removesuffix('.zarr.zip')}-{cfg.algo.policy}"
 
 
+PIXEL_ALGOS = ("dppo", "reinflow")  # the online algorithms that fine-tune image policies (encoder in the PPO update)
+
+
 def check(cfg: DictConfig) -> None:
     """A base policy that exists and suits the algorithm (fills in the default base); before anything is written."""
     spec = get(cfg.algo.name, "online")
@@ -101,9 +105,17 @@ def check(cfg: DictConfig) -> None:
     head = base["policy"]["head"]["type"]
     if head not in spec.heads:
         raise ConfigError(f"algo={spec.name} fine-tunes {' or '.join(spec.heads)} policies; base {cfg.base} is a {head} policy")
-    if any(len(s) != 1 for s in base["obs_shapes"].values()) or len(base["obs_shapes"]) != 1:
-        raise ConfigError(f"base={cfg.base}: rlft finetune supports state-observation policies (one flat observation key) so far")
-    check_fits_env(f"base {cfg.base}", tuple(next(iter(base["obs_shapes"].values()))), (int(base["action_dim"]),), cfg.env)
+    shapes = {k: tuple(int(d) for d in s) for k, s in base["obs_shapes"].items()}
+    if any(is_image_shape(s) for s in shapes.values()):  # pixels: chain PPO (DPPO, ReinFlow) with an image critic
+        if spec.name not in PIXEL_ALGOS:
+            raise ConfigError(f"base={cfg.base} is an image policy; algo={spec.name} fine-tunes state policies so far (use {' or '.join(PIXEL_ALGOS)})")
+        env_shapes = observation_shapes(cfg.env["name"], cfg.env.get("kwargs"))
+        if any(env_shapes.get(k) != s for k, s in shapes.items()):  # the policy may leave env keys out (lift_img's object)
+            raise ConfigError(f"base {cfg.base} observes {shapes} but env={cfg.env['name']} observes {env_shapes}; choose the env it was made for")
+        return
+    if len(shapes) != 1:
+        raise ConfigError(f"base={cfg.base}: rlft finetune takes one flat state key or cameras + state; this base observes {', '.join(shapes)}")
+    check_fits_env(f"base {cfg.base}", next(iter(shapes.values())), (int(base["action_dim"]),), cfg.env)
 
 
 def run_online(cfg: DictConfig, run: Run, build: Callable[[DictConfig, Policy, np.random.Generator, torch.device], OnlineLearner]) -> ActingPolicy:

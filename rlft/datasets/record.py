@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from rlft.envs import make
+from rlft.envs.obs import obs_map
 from rlft.envs.wrappers import ObsHistory
 from rlft.policies.acting import ActingPolicy
 from rlft.progress import Progress
@@ -19,7 +20,8 @@ def record(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Run ``policy`` in ``n_envs`` batched envs (sub-env i seeded ``seed + i``) for exactly ``steps`` transitions.
 
-    Returns (data, episode_ends): obs [T, obs_dim] float32 (the observation the action was taken in),
+    Returns (data, episode_ends): obs [T, obs_dim] float32 (the observation the action was taken in; image tasks:
+    one key per observation key instead, ``state`` [T, 9] float32, ``agentview`` [T, 84, 84, 3] uint8, ...),
     action [T, act_dim] float32 (the raw executed action), reward [T] float32, terminated [T] bool,
     truncated [T] bool (and cost [T] float32 for safety tasks), with T = ``steps``; each episode's transitions are contiguous (sub-env by sub-env,
     in time order) and end with one flag set; episodes still running at the end get ``truncated`` on
@@ -30,8 +32,7 @@ def record(
     base = make(env_name, n_envs, backend=backend, seed=seed, device=policy.device)
     env = ObsHistory(base, policy.obs_horizon)
     generator = torch.Generator(device=policy.device).manual_seed(seed)
-    keys = [k for k in DTYPES if k != "cost" or base.has_cost]
-    rows: dict[str, list[torch.Tensor]] = {k: [] for k in (*keys, "active")}
+    rows: dict[str, list[torch.Tensor]] = {"active": []}
     recorded = 0
     try:
         obs, _ = env.reset()
@@ -45,11 +46,12 @@ def record(
                     active = running & (torch.cumsum(running, 0) <= steps - recorded)  # the budget goes to the first sub-envs
                     if not bool(active.any()):
                         break
-                    current = obs[:, -1]
+                    current = obs_map(lambda x: x[:, -1], obs)
                     obs, reward, terminated, truncated, info = env.step(chunk[:, k], None if bool(active.all()) else active)
-                    step = {"obs": current, "action": chunk[:, k], "reward": reward, "terminated": terminated, "truncated": truncated}
-                    for key, value in (step | ({"cost": info["cost"]} if base.has_cost else {})).items():
-                        rows[key].append(value.cpu())
+                    step = (current if isinstance(current, dict) else {"obs": current}) | {"action": chunk[:, k], "reward": reward}
+                    step |= {"terminated": terminated, "truncated": truncated} | ({"cost": info["cost"]} if base.has_cost else {})
+                    for key, value in step.items():
+                        rows.setdefault(key, []).append(value.cpu())
                     rows["active"].append(active.cpu())
                     recorded += int(active.sum())
                     bar.advance(int(active.sum()))
@@ -69,7 +71,7 @@ def _episodes(rows: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.nd
         taken = active[:, i]
         if not taken.any():
             continue
-        stream = {k: np.asarray(v[taken, i], dtype=DTYPES[k]) for k, v in rows.items()}
+        stream = {k: np.asarray(v[taken, i], dtype=DTYPES.get(k, np.uint8 if v.dtype == np.uint8 else np.float32)) for k, v in rows.items()}
         if not (stream["terminated"][-1] or stream["truncated"][-1]):
             stream["truncated"][-1] = True  # still running when recording stopped
         per_env.append(stream)

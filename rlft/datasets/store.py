@@ -34,6 +34,7 @@ from rlft.paths import DATASETS_DIR, is_bare_name
 
 FORMAT_VERSION = 1
 CHECKSUMS = "checksums"
+CHUNK_BYTES = 16 * 2**20  # at most this many bytes per chunk of a data key (image keys; state keys chunk by steps)
 _METADATA_FILES = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}  # zarr v3 and v2: not chunks
 
 
@@ -88,7 +89,8 @@ def write_episodes(
         root = zarr.open_group(zarr.storage.LocalStore(folder), mode="w", zarr_format=3, attributes=attrs)
         arrays = {f"data/{key}": np.ascontiguousarray(arr) for key, arr in data.items()} | {"meta/episode_ends": ends}
         for name, arr in arrays.items():
-            chunks = (min(chunk_steps, len(arr)), *arr.shape[1:]) if name.startswith("data/") else (len(arr),)
+            rows = max(1, min(chunk_steps, CHUNK_BYTES // max(1, arr[:1].nbytes)))  # image keys: a few MB per chunk
+            chunks = (min(rows, len(arr)), *arr.shape[1:]) if name.startswith("data/") else (len(arr),)
             root.create_array(name, data=arr, chunks=chunks, compressors=_compressor())
         root.attrs.update({CHECKSUMS: checksums(stored_files(folder), arrays)})
 

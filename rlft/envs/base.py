@@ -9,9 +9,20 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlft.envs.obs import Obs, is_image_space, obs_shapes, to_tensor
 from rlft.errors import ActionError, ConfigError, NonFiniteActionError
 
-StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]
+StepResult = tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]
+
+
+def _check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
+    """Flat Box actions; a flat Box observation, or a Dict of flat Boxes and H x W x 3 uint8 images."""
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        raise ConfigError(f"batched envs need a flat Box action space, got {action_space}")
+    parts = observation_space.spaces.items() if isinstance(observation_space, gym.spaces.Dict) else [("obs", observation_space)]
+    for key, space in parts:
+        if not isinstance(space, gym.spaces.Box) or not (len(space.shape) == 1 or is_image_space(space)):
+            raise ConfigError(f"batched envs need flat Box observations or H x W x 3 uint8 images; observation '{key}' is {space}")
 
 
 class BatchedEnv(ABC):
@@ -26,7 +37,9 @@ class BatchedEnv(ABC):
     locomotion tasks, bullet-safety-gym, the safe point mass) add ``info["cost"]`` (N,) in ``dtype``,
     the step's constraint cost (0 for sub-envs that sat out). A seed given to the constructor seeds the first ``reset()``; sub-env
     ``i`` gets ``seed + i``, as in gymnasium's vector envs. Finished episodes are counted inside the env
-    and handed out by :meth:`pop_episodes`.
+    and handed out by :meth:`pop_episodes`. Image tasks (a Dict observation space) return obs and
+    ``final_obs`` as dicts by key (``obs_shapes``): state keys (N, D) in ``dtype``, cameras (N, H, W, 3)
+    uint8; ``obs_dim`` is then None.
 
     Backends implement ``_reset`` and ``_step``; everything shared (checks, episode statistics) is here.
     """
@@ -44,14 +57,12 @@ class BatchedEnv(ABC):
         device: str | torch.device,
         dtype: torch.dtype,
     ) -> None:
-        if not isinstance(observation_space, gym.spaces.Box) or not isinstance(action_space, gym.spaces.Box):
-            raise ConfigError(f"batched envs need Box observation and action spaces, got {observation_space} and {action_space}")
-        if len(observation_space.shape) != 1 or len(action_space.shape) != 1:
-            raise ConfigError(f"batched envs need flat observations and actions, got shapes {observation_space.shape} and {action_space.shape}")
+        _check_spaces(observation_space, action_space)
         self.n_envs = int(n_envs)
         self.single_observation_space = observation_space
         self.single_action_space = action_space
-        self.obs_dim = int(observation_space.shape[0])
+        self.obs_shapes = obs_shapes(observation_space)  # per-step shape of each key ("obs" for flat observations)
+        self.obs_dim = int(observation_space.shape[0]) if isinstance(observation_space, gym.spaces.Box) else None
         self.act_dim = int(action_space.shape[0])
         self.max_episode_steps = max_episode_steps
         self.device = torch.device(device)
@@ -135,6 +146,10 @@ class BatchedEnv(ABC):
     def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A copy of a numpy array as a tensor on this env's device (obs and rewards in the env's dtype)."""
         return torch.from_numpy(array).to(device=self.device, dtype=dtype or self.dtype, copy=True)
+
+    def _obs_tensor(self, obs: Any) -> Obs:
+        """Observations (numpy, or a dict of numpy for Dict spaces) -> tensors; images stay uint8."""
+        return to_tensor(obs, self.device, self.dtype)
 
     def _record(self, reward: torch.Tensor, done: torch.Tensor, active: torch.Tensor | None, success: np.ndarray | None, cost: torch.Tensor | None) -> None:
         self._episode_return += reward

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlft.envs.proxy import PROXY_TASKS, proxy_kwargs
 from rlft.envs.robosuite_tasks import TASKS as ROBOSUITE_TASKS
+from rlft.envs.robosuite_tasks import image_id
 from rlft.envs.safety import SAFE_VELOCITY, costs_in_info
 from rlft.errors import ConfigError
 from rlft.paths import CONFIG_DIR
@@ -32,7 +33,10 @@ BULLET_SAFETY = {
 BUNDLED = {"pointmass": "rlft/PointMass-v0", "pointmass_safe": "rlft/SafePointMass-v0"}
 
 # robosuite manipulation tasks (the robosuite extra; registered with gymnasium by rlft.envs.robosuite_tasks).
-MANIPULATION = {name: gym_id for name, (_, gym_id, _) in ROBOSUITE_TASKS.items()}
+# <task>_img: the same task observed by cameras (agentview + wrist, 84x84) and the robot's own state.
+MANIPULATION = {name: gym_id for name, (_, gym_id, _) in ROBOSUITE_TASKS.items()} | {
+    f"{name}_img": image_id(gym_id) for name, (_, gym_id, _) in ROBOSUITE_TASKS.items()
+}
 
 
 def env_id(name: str) -> str:
@@ -93,6 +97,17 @@ def spaces(name: str, kwargs: Mapping[str, Any] | None = None) -> tuple[tuple[in
     try:
         obs = env.observation_space
         return (tuple(obs.shape) if isinstance(obs, gym.spaces.Box) else None), tuple(env.action_space.shape)
+    finally:
+        env.close()
+
+
+def observation_shapes(name: str, kwargs: Mapping[str, Any] | None = None) -> dict[str, tuple[int, ...]]:
+    """The per-step observation shape of each key of env ``name`` (``obs`` for flat observations)."""
+    from rlft.envs.obs import obs_shapes
+
+    env = make(name, **dict(kwargs or {}))
+    try:
+        return obs_shapes(env.observation_space)
     finally:
         env.close()
 

@@ -37,6 +37,7 @@ class PickDemonstrator:
     """A phase machine per sub-env for ``lift`` or ``can``; call it as (obs [N, D], rng, index [N]) -> actions [N, 7]."""
 
     def __init__(self, task: str, quality: str = "mixed"):
+        task = task.removesuffix("_img")  # the image task's state and object keys are the state task's observation
         if task not in OBJECT_POS:
             raise ConfigError(f"no scripted demonstrator for {task}; the robosuite tasks with one: {', '.join(OBJECT_POS)}")
         if quality not in QUALITIES:

@@ -31,6 +31,9 @@ TASKS: dict[str, tuple[str, str, int]] = {
     "square": ("NutAssemblySquare", "rlft/Square-v0", 400),
 }
 OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object-state")
+PROPRIO_KEYS = OBS_KEYS[:3]  # the state beside the cameras in image mode (DPPO's pixel tasks): 9 numbers
+CAMERAS = ("agentview", "robot0_eye_in_hand")  # robomimic's image tasks: the front view and the wrist camera
+CAMERA_SIZE = 84
 OBJECT_DIMS = {"lift": 10, "can": 14, "square": 14}
 CONTROL_FREQ = 20
 
@@ -53,24 +56,43 @@ class RobosuiteTask(gym.Env):
 
     ``reset(seed=s)`` re-seeds robosuite's own generator (object placement, initial joint noise), so an episode is
     a function of its seed. ``render()`` returns an ``image_size`` square RGB frame of ``camera``.
+
+    ``obs_mode="image"`` (the ``<task>_img`` envs) observes a dict as robomimic's image datasets hold it: ``state``
+    (end-effector position, quaternion, finger positions: 9 numbers), ``object`` (robosuite's object-state, for
+    scripted demonstrators and critics; pixel policies leave it out, as DPPO's) and one ``camera_size`` square uint8
+    RGB image per camera in :data:`CAMERAS` (rendered offscreen by robosuite, upright). ``state`` then ``object``
+    is the state task's flat observation.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_FREQ}
 
-    def __init__(self, task: str, render_mode: str | None = None, camera: str = "agentview", image_size: int = 256):
+    def __init__(
+        self,
+        task: str,
+        render_mode: str | None = None,
+        camera: str = "agentview",
+        image_size: int = 256,
+        obs_mode: str = "state",
+        camera_size: int = CAMERA_SIZE,
+    ):
         if task not in TASKS:
             raise ConfigError(f"unknown robosuite task '{task}'; choose one of: {', '.join(TASKS)}")
+        if obs_mode not in ("state", "image"):
+            raise ConfigError(f"unknown obs_mode '{obs_mode}' for {task}; choose state or image")
         suite = import_robosuite()
         from robosuite.controllers import load_composite_controller_config
 
-        self.task, self.render_mode, self.camera, self.image_size = task, render_mode, camera, image_size
+        self.task, self.render_mode, self.camera, self.image_size, self.obs_mode = task, render_mode, camera, image_size, obs_mode
+        images = obs_mode == "image"
+        cameras = {"camera_names": list(CAMERAS), "camera_heights": camera_size, "camera_widths": camera_size} if images else {}
         self.sim_env = suite.make(
             TASKS[task][0],
             robots="Panda",
             controller_configs=load_composite_controller_config(controller="BASIC"),  # OSC_POSE arm, robomimic's gains
             has_renderer=False,
-            has_offscreen_renderer=False,
-            use_camera_obs=False,
+            has_offscreen_renderer=images,
+            use_camera_obs=images,
+            **cameras,
             use_object_obs=True,
             reward_shaping=False,
             control_freq=CONTROL_FREQ,
@@ -79,27 +101,38 @@ class RobosuiteTask(gym.Env):
             hard_reset=False,  # keep the compiled model across episodes (robosuite rebuilds it otherwise)
             seed=0,
         )
-        obs_dim = 9 + OBJECT_DIMS[task]
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        if images:
+            image = gym.spaces.Box(0, 255, (camera_size, camera_size, 3), np.uint8)
+            flat = {"state": 9, "object": OBJECT_DIMS[task]}
+            self.observation_space: gym.Space = gym.spaces.Dict(
+                {k: gym.spaces.Box(-np.inf, np.inf, (d,), np.float32) for k, d in flat.items()} | {c: image for c in CAMERAS}
+            )
+        else:
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (9 + OBJECT_DIMS[task],), np.float32)
         low, high = self.sim_env.action_spec
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         self._renderer: Any = None
 
-    def _flat(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([np.asarray(obs[k], dtype=np.float32).ravel() for k in OBS_KEYS])
+    def _observe(self, obs: dict[str, np.ndarray]) -> Any:
+        if self.obs_mode == "state":
+            return np.concatenate([np.asarray(obs[k], dtype=np.float32).ravel() for k in OBS_KEYS])
+        state = np.concatenate([np.asarray(obs[k], dtype=np.float32).ravel() for k in PROPRIO_KEYS])
+        flat = {"state": state, "object": np.asarray(obs["object-state"], dtype=np.float32)}
+        # robosuite renders in OpenGL's convention (row 0 at the bottom): flip rows to the usual upright image
+        return flat | {c: np.ascontiguousarray(obs[f"{c}_image"][::-1]) for c in CAMERAS}
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
         if seed is not None:  # the generator object is shared with robosuite's placement sampler: set its state
             self.sim_env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
         self.sim_env.reset()
         # robosuite's reset leaves the object-to-gripper observables at zero until the first step: read them afresh
-        return self._flat(self.sim_env._get_observations(force_update=True)), {}
+        return self._observe(self.sim_env._get_observations(force_update=True)), {}
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, _, _, _ = self.sim_env.step(np.asarray(action, dtype=np.float64))
         success = bool(self.sim_env._check_success())
-        return self._flat(obs), float(success), success, False, {"success": success}
+        return self._observe(obs), float(success), success, False, {"success": success}
 
     def render(self) -> np.ndarray:
         import mujoco
@@ -116,6 +149,12 @@ class RobosuiteTask(gym.Env):
         self.sim_env.close()
 
 
+def image_id(gym_id: str) -> str:
+    """The image-observation twin of a task's id: ``rlft/Lift-v0`` -> ``rlft/LiftImage-v0``."""
+    return gym_id.replace("-v0", "Image-v0")
+
+
 for _name, (_, _id, _limit) in TASKS.items():
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=RobosuiteTask, max_episode_steps=_limit, kwargs={"task": _name})
+        gym.register(id=image_id(_id), entry_point=RobosuiteTask, max_episode_steps=_limit, kwargs={"task": _name, "obs_mode": "image"})

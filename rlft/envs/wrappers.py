@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from rlft.envs.base import BatchedEnv, StepResult
+from rlft.envs.obs import Obs, obs_map, obs_where
 
 
 class _Delegating:
@@ -27,7 +28,8 @@ class _Delegating:
 
 
 class ObsHistory(_Delegating):
-    """Observations as the last ``n_obs_steps`` env observations: obs (N, T, obs_dim), oldest first.
+    """Observations as the last ``n_obs_steps`` env observations: obs (N, T, obs_dim), oldest first
+    (dict observations: every key (N, T, ...)).
 
     At an episode's start the history repeats its first observation. ``info["final_obs"]`` holds the
     ended episode's history with its true last observation. Sub-envs that sit out a masked step keep
@@ -40,25 +42,24 @@ class ObsHistory(_Delegating):
             raise ValueError(f"n_obs_steps must be >= 1, got {n_obs_steps}")
         super().__init__(env)
         self.n_obs_steps = int(n_obs_steps)
-        self._history: torch.Tensor | None = None
+        self._history: Obs | None = None
 
-    def _fresh(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.unsqueeze(1).expand(-1, self.n_obs_steps, *obs.shape[1:]).clone()
+    def _fresh(self, obs: Obs) -> Obs:
+        return obs_map(lambda x: x.unsqueeze(1).expand(-1, self.n_obs_steps, *x.shape[1:]).clone(), obs)
 
-    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    def reset(self, seed: int | None = None) -> tuple[Obs, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed)
         self._history = self._fresh(obs)
-        return self._history.clone(), info
+        return obs_map(torch.clone, self._history), info
 
     def step(self, actions: torch.Tensor, active: torch.Tensor | None = None) -> StepResult:
         if self._history is None:
             raise RuntimeError("call reset() before step()")
         obs, reward, terminated, truncated, info = self.env.step(actions, active)
-        shifted = torch.cat([self._history[:, 1:], info["final_obs"].unsqueeze(1)], dim=1)
-        final = shifted if active is None else torch.where(active.view(-1, *[1] * (shifted.dim() - 1)), shifted, self._history)
-        done = info["done"]
-        self._history = torch.where(done.view(-1, *[1] * (final.dim() - 1)), self._fresh(obs), final)
-        return self._history.clone(), reward, terminated, truncated, {**info, "final_obs": final}
+        shifted = obs_map(lambda h, f: torch.cat([h[:, 1:], f.unsqueeze(1)], dim=1), self._history, info["final_obs"])
+        final = shifted if active is None else obs_where(active, shifted, self._history)
+        self._history = obs_where(info["done"], self._fresh(obs), final)
+        return obs_map(torch.clone, self._history), reward, terminated, truncated, {**info, "final_obs": final}
 
 
 class ActionChunk(_Delegating):
@@ -87,7 +88,7 @@ class ActionChunk(_Delegating):
         self.act_steps = int(act_steps)
         self.gamma = gamma
 
-    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    def reset(self, seed: int | None = None) -> tuple[Obs, dict[str, Any]]:
         return self.env.reset(seed=seed)
 
     def step(self, chunk: torch.Tensor | np.ndarray) -> StepResult:
@@ -103,7 +104,7 @@ class ActionChunk(_Delegating):
         steps = torch.zeros(n, dtype=torch.int64, device=device)
         terminated = torch.zeros(n, dtype=torch.bool, device=device)
         truncated = torch.zeros_like(terminated)
-        final_obs: torch.Tensor | None = None
+        final_obs: Obs | None = None
         for k in range(self.act_steps):
             active = None if k == 0 or bool(running.all()) else running
             obs, reward, term, trunc, info = self.env.step(chunk[:, k], active)
@@ -113,13 +114,11 @@ class ActionChunk(_Delegating):
             steps += running
             terminated |= term
             truncated |= trunc
-            ended = info["done"].view(-1, *[1] * (obs.dim() - 1))
-            final_obs = info["final_obs"] if final_obs is None else torch.where(ended, info["final_obs"], final_obs)
+            final_obs = info["final_obs"] if final_obs is None else obs_where(info["done"], info["final_obs"], final_obs)
             running &= ~info["done"]
             if not bool(running.any()):
                 break
-        finished = (terminated | truncated).view(-1, *[1] * (obs.dim() - 1))
-        final_obs = torch.where(finished, final_obs, obs)
+        final_obs = obs_where(terminated | truncated, final_obs, obs)
         out = {"final_obs": final_obs, "done": terminated | truncated, "steps": steps}
         return obs, total, terminated, truncated, out if cost is None else out | {"cost": cost}
 
@@ -140,6 +139,8 @@ class SingleEnv(gym.Env):
         self.env = env
         dtype = np.float64 if env.dtype == torch.float64 else np.float32
         space = env.single_observation_space
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"SingleEnv needs flat observations; this task's are a dict ({', '.join(env.obs_shapes)})")
         self.observation_space = gym.spaces.Box(space.low.astype(dtype), space.high.astype(dtype), dtype=dtype)
         self.action_space = env.single_action_space
         self.render_mode = "rgb_array"

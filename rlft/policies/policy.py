@@ -118,12 +118,22 @@ class Policy(nn.Module):
         key = next(iter(self.obs_norm))
         return self.obs_norm[key](self._as_dict(obs)[key].to(self.action_norm.center.device, torch.float32)).flatten(1)
 
+    def normalized_obs(self, obs: Obs) -> dict[str, torch.Tensor]:
+        """Raw observations -> a dict by key on the policy's device: state keys normalized [B, T, D], images as they are."""
+        device = self.action_norm.center.device
+        return {k: self.obs_norm[k](v.to(device, torch.float32)) if k in self.obs_norm else v.to(device) for k, v in self._as_dict(obs).items()}
+
     def encode(self, obs: Obs) -> torch.Tensor:
         """Raw observations -> condition [B, C] (normalizes state keys, encodes images)."""
-        obs = self._as_dict(obs)
-        device = self.action_norm.center.device
-        normalized = {k: self.obs_norm[k](v.to(device, torch.float32)) if k in self.obs_norm else v.to(device) for k, v in obs.items()}
-        return self.encoder(normalized)
+        return self.encoder(self.normalized_obs(obs))
+
+    def fresh_encoder(self) -> nn.Module:
+        """A new, untrained encoder of this policy's shape (for critics with their own, as DPPO's pixel critic)."""
+        return build_encoder(self.cfg["encoder"]["type"], self.obs_shapes, self.obs_horizon, **_options(self.cfg["encoder"]))
+
+    @property
+    def has_images(self) -> bool:
+        return any(is_image_shape(s) for s in self.obs_shapes.values())
 
     # ---- training ----------------------------------------------------------------------------------
     def loss(self, batch: Mapping[str, torch.Tensor], reduce: bool = True) -> torch.Tensor:

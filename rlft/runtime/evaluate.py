@@ -96,10 +96,10 @@ def evaluate(
         start = time.perf_counter()
         while any(len(c) < q for c, q in zip(counted, quota)):
             chunk = policy.sample(obs, steps=steps, stochastic=stochastic, generator=generator)
-            before = obs[:, -1]
+            before = obs[:, -1] if trace else None  # the trace's state diagnostics are for flat observations
             obs, _, terminated, truncated, info = env.step(chunk)
             if trace:
-                chunks.append((chunk[:, : policy.act_steps].cpu(), info["steps"].cpu(), before.cpu()))
+                chunks.append((chunk[:, : policy.act_steps].cpu(), info["steps"].cpu(), before.cpu()))  # type: ignore[union-attr]
             policy.end_episodes(terminated | truncated)
             if video is not None and not counted[0] and not bool(info["done"][0]):  # after the end: the next episode's start
                 frames.append(base.render(0))

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from rlft.algos.online import run_online
-from rlft.algos.onpolicy.ppo import ChainPPO, Critic
+from rlft.algos.onpolicy.ppo import ChainPPO, Critic, ImageCritic
 from rlft.algos.onpolicy.providers import Provider
 from rlft.algos.onpolicy.rollout import RewardScaler, collect_rollout
 from rlft.algos.registry import entry_point, get
@@ -41,9 +41,14 @@ class ChainPPOLearner:
         self.cfg = cfg
         self.provider: Provider = entry_point(get(algo.name).provider)(algo, base).to(device)  # type: ignore[arg-type]
         self.policy = self.provider.actor
-        obs_dim = base.obs_horizon * next(iter(base.obs_shapes.values()))[0]
-        self.critic = Critic(obs_dim, algo.critic_hidden, algo.critic_depth).to(device)
-        self.ppo = ChainPPO(self.provider, self.critic, self.policy.normalized_state, algo)  # V(s) on the normalized obs history
+        if base.has_images:  # pixels: the critic has its own encoder (DPPO's), on the normalized observation dict
+            self.critic: nn.Module = ImageCritic(base.fresh_encoder(), algo.critic_hidden, algo.critic_depth, algo.critic_layer_norm).to(device)
+            encode_value = self.policy.normalized_obs
+        else:
+            obs_dim = base.obs_horizon * next(iter(base.obs_shapes.values()))[0]
+            self.critic = Critic(obs_dim, algo.critic_hidden, algo.critic_depth, algo.critic_layer_norm).to(device)
+            encode_value = self.policy.normalized_state
+        self.ppo = ChainPPO(self.provider, self.critic, encode_value, algo)  # V(s) on the normalized obs history
         self.n_iters, self.n_envs = cfg.train.iterations, cfg.train.n_envs
         self.actor_sched = torch.optim.lr_scheduler.LambdaLR(self.ppo.actor_opt, warmup_cosine(algo.lr_warmup, self.n_iters, algo.actor_min_lr / algo.actor_lr))
         self.critic_sched = torch.optim.lr_scheduler.LambdaLR(
@@ -68,10 +73,12 @@ class ChainPPOLearner:
         obs, _ = self.env.reset(seed=self.cfg.seed + 7919 * itr)
         provider.end_episodes(torch.ones(self.n_envs, dtype=torch.bool))
         provider.eval()
+        self.critic.eval()  # no random shifts while acting and valuing the rollout (image critics)
         rollout, _ = collect_rollout(self.env, provider, self.ppo.value, obs, self.cfg.train.n_steps, self.scaler)
         episodes = self.batched.pop_episodes()
         rollout_s = time.perf_counter() - start
-        provider.train()
+        provider.train()  # image encoders (actor and critic) see random shifts in the update, as DPPO's pixel runs
+        self.critic.train()
         metrics = self.ppo.update(rollout, self.demo_batch)
         self.actor_sched.step()
         self.critic_sched.step()

@@ -18,6 +18,7 @@ from torch import nn
 
 from rlft.algos.onpolicy.providers import Provider
 from rlft.algos.onpolicy.rollout import Rollout, compute_gae
+from rlft.envs.obs import obs_map, obs_rows, stored_device
 from rlft.policies.backbones import Mish, ResidualBlock
 
 
@@ -25,18 +26,36 @@ class Critic(nn.Module):
     """V(s): a residual MLP (Mish) on the policy's normalized, flattened observation history.
 
     ``depth`` hidden layers of width ``hidden``: an input layer, residual blocks of two, and one plain
-    layer where ``depth`` is even (ResiP's 2x256).
+    layer where ``depth`` is even (ResiP's 2x256). ``layer_norm`` puts layer norms in the blocks and
+    before the output layer, so V is a bounded feature vector times the last layer's weights: TD
+    targets bootstrapped from the critic's own values can then no longer grow exponentially (they did
+    on robosuite Lift with gamma 0.999, where most episodes end by the time limit; see PQN, Gallici
+    et al. 2024, on layer norm and TD stability).
     """
 
-    def __init__(self, obs_dim: int, hidden: int = 256, depth: int = 3):
+    def __init__(self, obs_dim: int, hidden: int = 256, depth: int = 3, layer_norm: bool = False):
         super().__init__()
         self.inp = nn.Linear(obs_dim, hidden)
-        plain = [Mish(), nn.Linear(hidden, hidden)] if depth % 2 == 0 else []
-        self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range((depth - 1) // 2)], *plain)
-        self.out = nn.Sequential(Mish(), nn.Linear(hidden, 1))
+        norm = (lambda: nn.LayerNorm(hidden)) if layer_norm else nn.Identity
+        plain = [norm(), Mish(), nn.Linear(hidden, hidden)] if depth % 2 == 0 else []
+        self.blocks = nn.Sequential(*[ResidualBlock(hidden, layer_norm=layer_norm) for _ in range((depth - 1) // 2)], *plain)
+        self.out = nn.Sequential(norm(), Mish(), nn.Linear(hidden, 1))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.out(self.blocks(self.inp(obs))).squeeze(-1)
+
+
+class ImageCritic(nn.Module):
+    """V(s) from pixels (DPPO's pixel critic): its own image encoder, shaped like the policy's (random shifts while
+    training), then :class:`Critic` on the features. Input: the policy's normalized observation dict."""
+
+    def __init__(self, encoder: nn.Module, hidden: int = 256, depth: int = 3, layer_norm: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.value = Critic(encoder.out_dim, hidden, depth, layer_norm)
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.value(self.encoder(obs))
 
 
 def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -69,7 +88,7 @@ class ChainPPO:
         cfg, provider = self.cfg, self.provider
         adv, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.truncated, cfg.gamma, cfg.gae_lambda)
         n = adv.numel()
-        obs = rollout.obs.flatten(0, 1)
+        obs = obs_map(lambda x: x.flatten(0, 1), rollout.obs)
         # what the provider sampled and scores again (its own names: chain latents; ResiP's base action and residual)
         sampled = {k: v.flatten(0, 1) for k, v in rollout.stored.items() if k != "log_probs"}
         stored_lp = rollout.stored["log_probs"].flatten(0, 1)  # [n, K'] (per step) or [n, 1] (chain), from sampling
@@ -108,14 +127,14 @@ class ChainPPO:
                 ratio = torch.exp(new_lp - old)
                 clip = self._clip_ranges(step_idx, k_steps).to(ratio)
                 pg_loss = -torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a).mean()
-                v = self.value(obs[sample_idx])
+                v = self.value(obs_rows(obs, sample_idx))
                 v_loss = 0.5 * ((v - returns[sample_idx]) ** 2).mean()
                 loss = pg_loss + cfg.vf_coef * v_loss
                 if entropy is not None and cfg.ent_coef:
                     loss = loss - cfg.ent_coef * entropy.mean()
                 extra: list[tuple[str, torch.Tensor]] = []
                 if reg_coef:
-                    extra.append(("loss/regularizer", provider.regularizer(obs[sample_idx])))
+                    extra.append(("loss/regularizer", provider.regularizer(obs_rows(obs, sample_idx))))
                     loss = loss + reg_coef * extra[-1][1]
                 if data_coef and demo_batch is not None:
                     extra.append(("loss/data", provider.data_loss(demo_batch())))
@@ -167,12 +186,12 @@ class ChainPPO:
         """(log-probs [m] in item order, entropy [m] or None) under the current parameters."""
         provider = self.provider
         if not provider.per_step:
-            return provider.chain_log_probs(obs[sample_idx], {k: v[sample_idx] for k, v in sampled.items()})
-        new_lp = torch.empty(len(sample_idx), device=obs.device)
+            return provider.chain_log_probs(obs_rows(obs, sample_idx), {k: v[sample_idx] for k, v in sampled.items()})
+        new_lp = torch.empty(len(sample_idx), device=stored_device(obs))
         for k in step_idx.unique().tolist():  # one network call per denoising step present
             at = (step_idx == k).nonzero().flatten()
             idx = sample_idx[at]
-            new_lp = new_lp.index_put((at,), provider.step_log_probs(obs[idx], {key: v[idx] for key, v in sampled.items()}, k))
+            new_lp = new_lp.index_put((at,), provider.step_log_probs(obs_rows(obs, idx), {key: v[idx] for key, v in sampled.items()}, k))
         return new_lp, None
 
     def _clip_ranges(self, step_idx: torch.Tensor, k_steps: int) -> torch.Tensor:

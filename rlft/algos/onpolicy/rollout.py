@@ -14,6 +14,8 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from rlft.envs.obs import Obs, obs_rows, obs_stack
+
 
 class Agent(Protocol):
     """What the rollout needs from an algorithm: sample chunks with what its update will score."""
@@ -31,7 +33,7 @@ class Agent(Protocol):
 class Rollout:
     """T steps of N sub-envs. ``stored`` holds the agent's per-sample tensors, each [T, N, ...]."""
 
-    obs: torch.Tensor  # [T, N, ...]
+    obs: Obs  # [T, N, ...] (dict observations: each key)
     stored: dict[str, torch.Tensor]
     rewards: torch.Tensor  # [T, N] (scaled, what the critic learns)
     values: torch.Tensor  # [T, N]
@@ -97,9 +99,9 @@ def collect_rollout(
     for t in range(n_steps):  # time-limit truncation: bootstrap from the true last observation
         if bool(truncated_t[t].any()):
             idx = truncated_t[t].nonzero().flatten()
-            next_values[t, idx] = value(finals[t][idx])
+            next_values[t, idx] = value(obs_rows(finals[t], idx))
     rollout = Rollout(
-        obs=torch.stack(all_obs),
+        obs=obs_stack(all_obs),
         stored={k: torch.stack(v) for k, v in stored.items()},
         rewards=torch.stack(rewards).float(),
         values=values_t,

@@ -97,7 +97,7 @@ class GymVectorEnv(BatchedEnv):
     def _reset(self, seed: int | None) -> torch.Tensor:
         self._pause(np.zeros(self.n_envs, dtype=bool))
         obs, _ = self.vec.reset(seed=seed)
-        return self._tensor(np.asarray(obs))
+        return self._obs_tensor(obs)
 
     def _pause(self, paused: np.ndarray) -> None:
         if not np.array_equal(paused, self._paused):
@@ -108,12 +108,16 @@ class GymVectorEnv(BatchedEnv):
         self._pause(np.zeros(self.n_envs, dtype=bool) if active is None else ~active.cpu().numpy())
         space = self.single_action_space
         obs, reward, terminated, truncated, info = self.vec.step(actions.to("cpu").numpy().astype(space.dtype, copy=False))
-        final_obs = np.array(obs, copy=True)
+        final_obs = {k: np.array(v, copy=True) for k, v in obs.items()} if isinstance(obs, dict) else np.array(obs, copy=True)
         success = None
         cost = self._cost(info, "cost") if self.has_cost else None
         if "final_obs" in info:
             ended = np.flatnonzero(info["_final_obs"])
-            final_obs[ended] = np.stack([info["final_obs"][i] for i in ended])
+            if isinstance(final_obs, dict):  # Dict spaces: info["final_obs"][i] is sub-env i's dict
+                for k, v in final_obs.items():
+                    v[ended] = np.stack([info["final_obs"][i][k] for i in ended])
+            else:
+                final_obs[ended] = np.stack([info["final_obs"][i] for i in ended])
             last_info = info["final_info"]
             for key in ("is_success", "success"):
                 if key in last_info:
@@ -121,11 +125,11 @@ class GymVectorEnv(BatchedEnv):
             if self.has_cost:  # an ended sub-env's step info is its final info (the info beside it is the reset's)
                 cost[ended] = self._cost(last_info, "cost")[ended]
         return (
-            self._tensor(np.asarray(obs)),
+            self._obs_tensor(obs),
             self._tensor(np.asarray(reward, dtype=np.float64)),
             self._tensor(terminated, torch.bool),
             self._tensor(truncated, torch.bool),
-            self._tensor(final_obs),
+            self._obs_tensor(final_obs),
             success,
             None if cost is None else self._tensor(cost),
         )

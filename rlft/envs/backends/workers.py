@@ -20,6 +20,7 @@ import torch
 
 from rlft.envs.backends.gym_vector import GymVectorEnv
 from rlft.envs.base import BatchedEnv
+from rlft.envs.obs import concat_numpy, to_numpy
 
 
 def split(n_envs: int, workers: int) -> list[tuple[int, int]]:
@@ -47,11 +48,11 @@ def _serve(conn: Connection, gym_id: str, n_envs: int, velocity_limit: float | N
             command, *args = conn.recv()
             try:
                 if command == "reset":
-                    reply: Any = env._reset(args[0]).numpy()
+                    reply: Any = to_numpy(env._reset(args[0]))
                 elif command == "step":
                     actions, active = args
                     out = env._step(torch.from_numpy(actions), None if active is None else torch.from_numpy(active))
-                    reply = tuple(x.numpy() if isinstance(x, torch.Tensor) else x for x in out)
+                    reply = tuple(x if x is None or isinstance(x, np.ndarray) else to_numpy(x) for x in out)
                 elif command == "render":
                     reply = env.render(args[0])
                 elif command == "close":
@@ -119,7 +120,7 @@ class WorkerVectorEnv(BatchedEnv):
     def _reset(self, seed: int | None) -> torch.Tensor:
         for (offset, _), conn in zip(self.shares, self._conns):
             conn.send(("reset", None if seed is None else seed + offset))
-        return self._tensor(np.concatenate(self._gather()))
+        return self._obs_tensor(concat_numpy(self._gather()))
 
     def _step(self, actions: torch.Tensor, active: torch.Tensor | None):
         actions_np = actions.to("cpu").numpy()
@@ -127,7 +128,7 @@ class WorkerVectorEnv(BatchedEnv):
         for (offset, size), conn in zip(self.shares, self._conns):
             conn.send(("step", actions_np[offset : offset + size], None if active_np is None else active_np[offset : offset + size]))
         replies = self._gather()
-        obs, reward, terminated, truncated, final_obs = (np.concatenate([r[k] for r in replies]) for k in range(5))
+        obs, reward, terminated, truncated, final_obs = (concat_numpy([r[k] for r in replies]) for k in range(5))
         successes = [r[5] for r in replies]
         if any(s is not None for s in successes):  # a worker without a finished episode has no success row
             success = np.concatenate([np.zeros(size, bool) if s is None else s for s, (_, size) in zip(successes, self.shares)])
@@ -135,11 +136,11 @@ class WorkerVectorEnv(BatchedEnv):
             success = None
         cost = np.concatenate([r[6] for r in replies]) if self.has_cost else None
         return (
-            self._tensor(obs),
+            self._obs_tensor(obs),
             self._tensor(reward),
             self._tensor(terminated, torch.bool),
             self._tensor(truncated, torch.bool),
-            self._tensor(final_obs),
+            self._obs_tensor(final_obs),
             success,
             None if cost is None else self._tensor(cost),
         )

@@ -34,7 +34,7 @@ def obs_stack(items: Sequence[Obs], dim: int = 0) -> Obs:
     return torch.stack(items, dim)  # type: ignore[arg-type]
 
 
-def stored_device(obs: Obs) -> torch.device:
+def obs_device(obs: Obs) -> torch.device:
     """The device the observation (its first key) lives on."""
     return (next(iter(obs.values())) if isinstance(obs, Mapping) else obs).device
 

@@ -91,34 +91,29 @@ def make(name: str, cost_penalty: float = 0.0, **kwargs: Any) -> gym.Env:
     return env
 
 
-def spaces(name: str, kwargs: Mapping[str, Any] | None = None) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
-    """The per-step observation shape (None for dict observations) and action shape of env ``name``."""
-    env = make(name, **dict(kwargs or {}))
-    try:
-        obs = env.observation_space
-        return (tuple(obs.shape) if isinstance(obs, gym.spaces.Box) else None), tuple(env.action_space.shape)
-    finally:
-        env.close()
-
-
-def observation_shapes(name: str, kwargs: Mapping[str, Any] | None = None) -> dict[str, tuple[int, ...]]:
-    """The per-step observation shape of each key of env ``name`` (``obs`` for flat observations)."""
+def spaces(name: str, kwargs: Mapping[str, Any] | None = None) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+    """The per-step observation shape of each key (``obs`` for flat observations) and the action shape of env ``name``."""
     from rlft.envs.obs import obs_shapes
 
     env = make(name, **dict(kwargs or {}))
     try:
-        return obs_shapes(env.observation_space)
+        return obs_shapes(env.observation_space), tuple(env.action_space.shape)
     finally:
         env.close()
 
 
-def check_fits_env(what: str, obs_shape: tuple[int, ...] | None, action_shape: tuple[int, ...], env: Mapping[str, Any]) -> None:
-    """``what`` (a dataset or a policy with these per-step shapes; ``obs_shape`` None: not a flat state) can act in
-    ``env`` (an env config); else a one-line ConfigError before anything trains."""
+def check_fits_env(what: str, obs_shape: tuple[int, ...] | Mapping[str, tuple[int, ...]] | None, action_shape: tuple[int, ...], env: Mapping[str, Any]) -> None:
+    """``what`` (a dataset or a policy) can act in ``env`` (an env config); else a one-line ConfigError before anything
+    trains. ``obs_shape``: a flat state's per-step shape (checked against a flat env), or per-key shapes (cameras +
+    state), each of which the env must observe alike (the env may have more keys), or None: not checked."""
     env_obs, env_action = spaces(env["name"], env.get("kwargs"))
+    flat_env = env_obs.get("obs") if list(env_obs) == ["obs"] else None
     problems = []
-    if obs_shape is not None and env_obs is not None and tuple(obs_shape) != env_obs:
-        problems.append(f"observations of shape {tuple(obs_shape)} but env={env['name']} observes {env_obs}")
+    if isinstance(obs_shape, Mapping):
+        if any(env_obs.get(k) != tuple(s) for k, s in obs_shape.items()):
+            problems.append(f"observations {dict(obs_shape)} but env={env['name']} observes {env_obs}")
+    elif obs_shape is not None and flat_env is not None and tuple(obs_shape) != flat_env:
+        problems.append(f"observations of shape {tuple(obs_shape)} but env={env['name']} observes {flat_env}")
     if tuple(action_shape) != env_action:
         problems.append(f"actions of shape {tuple(action_shape)} but env={env['name']} takes {env_action}")
     if problems:

@@ -18,7 +18,7 @@ from torch import nn
 
 from rlft.algos.onpolicy.providers import Provider
 from rlft.algos.onpolicy.rollout import Rollout, compute_gae
-from rlft.envs.obs import obs_map, obs_rows, stored_device
+from rlft.envs.obs import obs_map, obs_rows, obs_device
 from rlft.policies.backbones import Mish, ResidualBlock
 
 
@@ -187,7 +187,7 @@ class ChainPPO:
         provider = self.provider
         if not provider.per_step:
             return provider.chain_log_probs(obs_rows(obs, sample_idx), {k: v[sample_idx] for k, v in sampled.items()})
-        new_lp = torch.empty(len(sample_idx), device=stored_device(obs))
+        new_lp = torch.empty(len(sample_idx), device=obs_device(obs))
         for k in step_idx.unique().tolist():  # one network call per denoising step present
             at = (step_idx == k).nonzero().flatten()
             idx = sample_idx[at]

@@ -18,7 +18,7 @@ from torch import nn
 
 from rlft.algos.onpolicy.providers import Provider
 from rlft.algos.onpolicy.rollout import Rollout, compute_gae
-from rlft.envs.obs import obs_map, obs_rows, obs_device
+from rlft.envs.obs import obs_device, obs_map, obs_rows
 from rlft.policies.backbones import Mish, ResidualBlock
 
 
